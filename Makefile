@@ -1,0 +1,36 @@
+# Two commands on a fresh machine (Python 3.11 + pip):  make demo   |   make test
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	# ultralytics depends on the plain opencv-python wheel; both wheels ship the same `cv2` folder, so
+	# whichever installed last wins. Keep exactly one: the contrib build (adds cv2.saliency).
+	$(BIN)/pip uninstall --quiet --yes opencv-python opencv-python-headless opencv-contrib-python || true
+	$(BIN)/pip install --quiet --force-reinstall --no-deps "opencv-contrib-python-headless==$$($(BIN)/pip show opencv-contrib-python-headless | sed -n 's/^Version: //p')"
+	$(BIN)/python -c "import cv2; assert hasattr(cv2, 'saliency'), 'cv2 lacks the contrib modules'"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/sc-imagenet demo --via-deployment
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/index.py
+
+clean:
+	rm -rf builds .prefect .pytest_cache

@@ -1,0 +1,238 @@
+"""Planning and executing a build: fingerprints, skip/resume decisions, status.
+
+A stage's fingerprint = hash(stage name, schema version, its config payload, the fingerprints of
+its inputs). Fingerprints are computed up front from the config alone, so a changed setting changes
+that stage's fingerprint and, through the chain, every downstream one — never an upstream one.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sc_imagenet.config import BuildConfig, ConfigError
+from sc_imagenet.io.manifest import (
+    STAGE_RECORD,
+    StageRecord,
+    Timer,
+    fingerprint,
+    list_shards,
+    read_stage_record,
+    runtime_versions,
+    write_stage_record,
+)
+from sc_imagenet.stages import STAGES, StageContext, downstream_of, pipeline_order
+
+
+class StageInputError(RuntimeError):
+    """A stage was asked to run before its inputs are complete for the current config."""
+
+
+@dataclass
+class BuildPlan:
+    profile: str
+    cfg: BuildConfig
+    out_dir: Path
+    data_root: Path
+    stages: list[str]
+    fingerprints: dict[str, str]
+    forced: set[str] = field(default_factory=set)
+
+    def stage_dir(self, name: str) -> Path:
+        return stage_dir(self.out_dir, name)
+
+
+@dataclass
+class StageResult:
+    stage: str
+    skipped: bool
+    record: StageRecord
+    summary: list[dict[str, Any]] = field(default_factory=list)
+
+
+def stage_dir(out_dir: Path, name: str) -> Path:
+    return out_dir / "manifests" / name
+
+
+def resolve_data_root(cfg: BuildConfig, out_dir: Path) -> Path:
+    if cfg.data.root is not None:
+        return Path(cfg.data.root).expanduser().resolve()
+    if cfg.data.source == "synthetic":
+        return (out_dir / "data").resolve()
+    raise ConfigError("data.root: required when data.source is 'folder' (pass --data-root DIR)")
+
+
+def compute_fingerprints(cfg: BuildConfig, data_root: Path) -> dict[str, str]:
+    fps: dict[str, str] = {}
+    for name in pipeline_order():
+        stage = STAGES[name]
+        fps[name] = fingerprint({
+            "stage": name,
+            "schema_version": stage.schema_version,
+            "config": stage.fingerprint_payload(cfg, data_root),
+            "inputs": {i: fps[i] for i in stage.inputs},
+        })
+    return fps
+
+
+def parse_stage_list(stages: str | list[str] | None) -> list[str]:
+    if stages is None or stages == "" or stages == []:
+        return pipeline_order()
+    names = [s.strip() for s in stages.split(",")] if isinstance(stages, str) else list(stages)
+    unknown = [s for s in names if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {unknown}; stages are: {', '.join(pipeline_order())}")
+    return [s for s in pipeline_order() if s in names]
+
+
+def plan_build(
+    cfg: BuildConfig,
+    profile: str,
+    out_dir: str | Path,
+    stages: str | list[str] | None = None,
+    force: str | list[str] | None = None,
+) -> BuildPlan:
+    """Validate everything a build needs before any work starts; raises `ConfigError`."""
+    out = Path(out_dir).expanduser().resolve()
+    data_root = resolve_data_root(cfg, out)
+    if cfg.data.source == "folder" and not data_root.is_dir():
+        raise ConfigError(f"data.root: {data_root} is not a directory")
+    selected = parse_stage_list(stages)
+    forced: set[str] = set()
+    for name in parse_stage_list(force) if force else []:
+        forced.update(downstream_of(name))
+    return BuildPlan(profile, cfg, out, data_root, selected, compute_fingerprints(cfg, data_root), forced)
+
+
+def _check_inputs(plan: BuildPlan, name: str) -> dict[str, Path]:
+    inputs = {}
+    for upstream in STAGES[name].inputs:
+        record = read_stage_record(plan.stage_dir(upstream))
+        if record is None or record.fingerprint != plan.fingerprints[upstream]:
+            raise StageInputError(
+                f"stage {name!r} needs stage {upstream!r} complete for this configuration; "
+                f"run it first (e.g. --stages {upstream},{name})"
+            )
+        inputs[upstream] = plan.stage_dir(upstream)
+    return inputs
+
+
+def _clean_leftovers(sdir: Path, keep: list[Path]) -> None:
+    """Remove shards from older configs or categories no longer built, and torn temp files."""
+    keep_set = {p.resolve() for p in keep}
+    for path in list_shards(sdir):
+        if path.resolve() not in keep_set:
+            path.unlink()
+    for tmp in sdir.rglob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    for d in sorted((p for p in sdir.rglob("*") if p.is_dir()), reverse=True):
+        if not any(d.iterdir()):
+            d.rmdir()
+
+
+def execute_stage(
+    plan: BuildPlan, name: str, log: Callable[[str], None] = print, progress: bool = True
+) -> StageResult:
+    """Run one stage unless it is complete for this fingerprint; resume at shard level otherwise."""
+    stage = STAGES[name]
+    sdir = plan.stage_dir(name)
+    fp = plan.fingerprints[name]
+    inputs = _check_inputs(plan, name)
+    record = read_stage_record(sdir)
+    if name in plan.forced:
+        shutil.rmtree(sdir, ignore_errors=True)
+    elif record is not None and record.fingerprint == fp:
+        log(f"[{name}] complete (fingerprint {fp}), skipping: {record.rows} rows")
+        return StageResult(name, True, record, [{"stage": name, "state": "skipped", "rows": record.rows}])
+    elif record is not None:
+        log(f"[{name}] settings or inputs changed ({record.fingerprint} -> {fp}): rerunning")
+        (sdir / STAGE_RECORD).unlink()
+    sdir.mkdir(parents=True, exist_ok=True)
+    timer = Timer()
+    ctx = StageContext(plan.cfg, plan.out_dir, plan.data_root, sdir, fp, inputs, progress, log)
+    out = stage.run(ctx)
+    _clean_leftovers(sdir, out.shards)
+    record = StageRecord(
+        stage=name, fingerprint=fp, schema_version=stage.schema_version, rows=out.rows,
+        rows_by_status=dict(sorted(out.rows_by_status.items())), shards=len(out.shards),
+        wall_s=round(timer.elapsed, 3), started_at=timer.started_at, finished_at=timer.started_at + timer.elapsed,
+        inputs={i: plan.fingerprints[i] for i in stage.inputs}, versions=runtime_versions(),
+        extra={**out.extra, "shards_skipped": out.shards_skipped},
+    )
+    write_stage_record(sdir, record)
+    log(f"[{name}] done in {record.wall_s:.1f}s: {record.rows} rows {record.rows_by_status}"
+        + (f", {out.shards_skipped} finished shards kept from an earlier run" if out.shards_skipped else ""))
+    return StageResult(name, False, record, out.summary)
+
+
+def stage_states(out_dir: Path, cfg: BuildConfig | None = None) -> list[dict[str, Any]]:
+    """Per stage: complete / stale / partial / missing, with rows, rows per status, path, fingerprint.
+
+    `stale` = a record exists but no longer matches the config saved with the build (or the code's
+    schema version), e.g. an upstream stage was rebuilt with other settings after this one finished.
+    """
+    from sc_imagenet.config import read_resolved_config
+
+    out = Path(out_dir).resolve()
+    cfg = cfg or read_resolved_config(out)
+    expected: dict[str, str] = {}
+    if cfg is not None:
+        try:
+            expected = compute_fingerprints(cfg, resolve_data_root(cfg, out))
+        except ConfigError:
+            expected = {}
+    rows = []
+    for name in pipeline_order():
+        sdir = stage_dir(out, name)
+        record = read_stage_record(sdir)
+        shards = list_shards(sdir)
+        if record is not None:
+            current = not expected or record.fingerprint == expected.get(name)
+            state = "complete" if current else "stale"
+        else:
+            state = "partial" if shards else "missing"
+        rows.append({
+            "stage": name,
+            "state": state,
+            "rows": record.rows if record else None,
+            "rows_by_status": record.rows_by_status if record else {},
+            "shards": record.shards if record else len(shards),
+            "path": str(sdir),
+            "fingerprint": record.fingerprint if record else None,
+            "expected_fingerprint": expected.get(name),
+            "wall_s": record.wall_s if record else None,
+        })
+    return rows
+
+
+def ensure_data(plan: BuildPlan, log: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
+    """Generate the synthetic dataset when the build uses it and it is missing; else check the root."""
+    data = plan.cfg.data
+    if data.source == "synthetic":
+        from sc_imagenet.synth import generate_dataset, is_complete
+
+        if is_complete(plan.data_root, data.synthetic):
+            log(f"[data] synthetic dataset present at {plan.data_root}")
+            return {"data_root": str(plan.data_root), "generated": False}
+        log(f"[data] generating the synthetic dataset (seed {data.synthetic.seed}) into {plan.data_root}")
+        summary = generate_dataset(plan.data_root, data.synthetic, progress=progress)
+        return {"data_root": str(plan.data_root), "generated": True, **summary}
+    if not plan.data_root.is_dir():
+        raise ConfigError(f"data.root: {plan.data_root} is not a directory")
+    return {"data_root": str(plan.data_root), "generated": False}
+
+
+def run_build_locally(
+    plan: BuildPlan, log: Callable[[str], None] = print, progress: bool = True
+) -> list[StageResult]:
+    """The build without Prefect (tests, debugging): same lock, data step and stage execution."""
+    from sc_imagenet.config import write_resolved_config
+    from sc_imagenet.io.locks import BuildLock
+
+    with BuildLock(plan.out_dir):
+        ensure_data(plan, log, progress)
+        write_resolved_config(plan.cfg, plan.out_dir, plan.profile)
+        return [execute_stage(plan, name, log, progress) for name in plan.stages]

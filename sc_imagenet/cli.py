@@ -1,0 +1,151 @@
+"""`sc-imagenet …`: wiring only. Every command validates its configuration before any work starts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sc_imagenet import __version__
+from sc_imagenet.config import ConfigError, load_config, parse_overrides
+
+
+def _plan(args: argparse.Namespace, profile: str):
+    from sc_imagenet.build import plan_build
+    from flows.build_sc_imagenet import default_out
+
+    overrides = parse_overrides(args.set)
+    cfg = load_config(profile, overrides, args.data_root)
+    out = args.out or default_out(profile)
+    return plan_build(cfg, profile, out, args.stages, args.force), overrides
+
+
+def _run_flow(args: argparse.Namespace, profile: str) -> int:
+    plan, overrides = _plan(args, profile)  # fail fast, before Prefect starts
+    if args.no_prefect:
+        from sc_imagenet.build import run_build_locally
+
+        run_build_locally(plan, progress=sys.stderr.isatty())
+    else:
+        from flows.build_sc_imagenet import build_sc_imagenet
+
+        build_sc_imagenet(config=profile, data_root=args.data_root, out=str(plan.out_dir),
+                          stages=plan.stages, force=args.force, overrides=overrides or None)
+    _print_status(plan.out_dir)
+    return 0
+
+
+def _print_status(out_dir: Path) -> None:
+    from sc_imagenet.reporting import build_summary_rows, text_table
+
+    print(f"\nsc-imagenet build at {out_dir}")
+    print(text_table(build_summary_rows(out_dir)))
+    print(f"resolved config: {out_dir / 'config.resolved.yaml'}")
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    return _run_flow(args, args.config)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if not args.via_deployment:
+        return _run_flow(args, "demo")
+    from sc_imagenet.orchestration.demo import run_demo_deployment
+
+    return run_demo_deployment(out=args.out)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from sc_imagenet.build import stage_states
+
+    out = Path(args.out)
+    if not out.exists():
+        raise ConfigError(f"--out {out} does not exist")
+    states = stage_states(out)
+    if args.json:
+        print(json.dumps(states, indent=2))
+    else:
+        _print_status(out.resolve())
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from sc_imagenet.synth import SynthConfig, generate_dataset
+
+    fields = {"seed": args.seed}
+    if args.images_per_category is not None:
+        fields["images_per_category"] = args.images_per_category
+    summary = generate_dataset(Path(args.out), SynthConfig(**fields), progress=sys.stderr.isatty())
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from flows.build_sc_imagenet import serve_deployments
+
+    serve_deployments()
+    return 0
+
+
+def _add_build_args(p: argparse.ArgumentParser, with_config: bool) -> None:
+    if with_config:
+        p.add_argument("--config", required=True, help="profile name (demo, imagenet) or YAML path")
+    p.add_argument("--data-root", help="<root>/<category>/<image> folder (overrides data.root)")
+    p.add_argument("--out", help="output folder (default ./builds/<profile>, or $SC_IMAGENET_BUILDS/<profile>)")
+    p.add_argument("--stages", help="comma-separated subset of stages (default: all)")
+    p.add_argument("--force", help="rerun this stage and everything downstream")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. index.workers=8")
+    p.add_argument("--no-prefect", action="store_true", help="run the stages without the Prefect flow")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sc-imagenet", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"sc-imagenet {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("build", help="build SC-ImageNet (direct Prefect flow call)")
+    _add_build_args(p, with_config=True)
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("demo", help="build the synthetic demo end to end")
+    _add_build_args(p, with_config=False)
+    p.add_argument("--via-deployment", action="store_true",
+                   help="go through a local Prefect server, `serve` and `prefect deployment run` (make demo)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("status", help="per-stage state of a build")
+    p.add_argument("--out", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("synth", help="generate the synthetic demo dataset")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--images-per-category", type=int)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("serve", help="serve the `demo` and `imagenet` deployments (needs PREFECT_API_URL)")
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from sc_imagenet.build import StageInputError
+        from sc_imagenet.io.locks import BuildLockedError
+
+        if isinstance(exc, BuildLockedError | StageInputError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 3
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Typed build configuration.
+
+Defaults live here, in code; YAML profiles in `profiles/` hold only overrides. Every model forbids
+unknown keys, so a typo fails before any work starts with the offending field named.
+
+Resolution order (later wins): code defaults → profile YAML → `--set key.path=value` overrides →
+explicit CLI arguments (`--data-root`).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sc_imagenet import __version__
+from sc_imagenet.paths import PROFILES_DIR, REPO_ROOT
+from sc_imagenet.synth.config import SynthConfig
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(StrictModel):
+    source: Literal["folder", "synthetic"] = Field(
+        "folder",
+        description="`folder`: an existing `<root>/<category>/<image>` tree (ImageNet train). "
+        "`synthetic`: the demo dataset, generated into `root` (default `<out>/data`) when missing.",
+    )
+    root: Path | None = Field(None, description="Data root; required for source=folder.")
+    synthetic: SynthConfig = Field(default_factory=SynthConfig)
+
+
+class CategoriesConfig(StrictModel):
+    list: str | None = Field(
+        "imagenet1k",
+        description="Curated keep-list: a name in manifests/categories/ (imagenet1k, demo) or a CSV path. "
+        "null keeps every category folder found under the data root.",
+    )
+    overrides: Path | None = Field(
+        None, description="CSV `wnid,keep,reason,note` merged on top of the curated list."
+    )
+    unlisted: Literal["drop", "keep"] = Field(
+        "drop", description="What to do with folders under the data root that the list does not name."
+    )
+
+
+class IndexConfig(StrictModel):
+    workers: int = Field(0, ge=0, le=512, description="Processes scanning categories; 0 = one per CPU core.")
+    verify: Literal["header", "draft", "full"] = Field(
+        "draft",
+        description="How hard to check each file: `header` (dimensions only), `draft` (decode the whole "
+        "JPEG stream at 1/8 scale: catches truncation at a fraction of the cost), `full` (full decode).",
+    )
+    max_pixels: int = Field(
+        89_478_485, ge=1, description="Images with more pixels are rows with status too_large (bomb guard)."
+    )
+    row_group_size: int = Field(4096, ge=16, le=1_000_000, description="Rows buffered per Parquet row group.")
+
+
+class BuildConfig(StrictModel):
+    """The whole build. One section per stage; each stage's fingerprint covers only its own section
+    (plus the shared fields it declares), so changing one stage's settings never reruns upstream work."""
+
+    seed: int = Field(0, ge=0, description="Seed for every random choice in the build.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    categories: CategoriesConfig = Field(default_factory=CategoriesConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported before any work starts."""
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "<root>"
+        got = e.get("input")
+        got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {field}: {e['msg']}{got_s}")
+    return "\n".join(lines)
+
+
+def profile_path(name_or_path: str) -> Path:
+    """A profile name (`demo`) resolves to `profiles/<name>.yaml`; anything else is a file path."""
+    p = Path(name_or_path)
+    if p.suffix in {".yaml", ".yml"} or p.exists():
+        if not p.exists():
+            raise ConfigError(f"config file not found: {p}")
+        return p
+    candidate = PROFILES_DIR / f"{name_or_path}.yaml"
+    if not candidate.exists():
+        known = sorted(q.stem for q in PROFILES_DIR.glob("*.yaml"))
+        raise ConfigError(f"unknown profile {name_or_path!r}; known profiles: {', '.join(known)} (or a path)")
+    return candidate
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {dotted!r}: {key!r} is not a section")
+        node = child
+    node[leaf] = value
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """`["index.workers=4", "seed=1"]` → nested dict; values are parsed as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ConfigError(f"override {pair!r} must look like key.path=value")
+        key, raw = pair.split("=", 1)
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+    return tree
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(
+    profile: str = "demo",
+    overrides: dict[str, Any] | None = None,
+    data_root: str | Path | None = None,
+) -> BuildConfig:
+    """Resolve a profile (+ overrides) into a validated `BuildConfig`; raises `ConfigError`."""
+    path = profile_path(profile)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot parse {path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections, not {type(raw).__name__}")
+    tree = _merge(raw, overrides or {})
+    if data_root is not None:
+        _set_dotted(tree, "data.root", str(data_root))
+    try:
+        return BuildConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path))) from None
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+def write_resolved_config(cfg: BuildConfig, out_dir: Path, profile: str) -> Path:
+    """Save the resolved config and provenance beside the build's outputs (`<out>/config.resolved.yaml`)."""
+    doc = {
+        "sc_imagenet_version": __version__,
+        "git_sha": git_sha(),
+        "profile": profile,
+        "config": json.loads(cfg.model_dump_json()),
+    }
+    path = out_dir / "config.resolved.yaml"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
+    tmp.replace(path)
+    return path
+
+
+def read_resolved_config(out_dir: Path) -> BuildConfig | None:
+    path = out_dir / "config.resolved.yaml"
+    if not path.exists():
+        return None
+    doc = yaml.safe_load(path.read_text())
+    return BuildConfig.model_validate(doc["config"])

@@ -1,0 +1,1 @@
+"""Files on disk: manifests, images, locks. No algorithms live here."""

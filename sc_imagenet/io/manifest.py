@@ -1,0 +1,225 @@
+"""Parquet manifests: atomic streaming shard writes, fingerprints, the `_stage.json` completion record.
+
+Layout of one stage (`<out>/manifests/<stage>/`):
+
+    wnid=<wnid>/part-00000.parquet   one shard per category (hive style; the `wnid` column comes
+                                     from the folder name, pandas/pyarrow/DuckDB add it on read)
+    part-00000.parquet               stages that are not sharded by category
+    _stage.json                      written LAST: the stage is complete iff it exists and its
+                                     fingerprint matches the one the current config implies
+
+Every shard carries `sc_imagenet.fingerprint` and `sc_imagenet.schema_version` in its Parquet
+key-value metadata, so a rerun can keep shards that were finished before a crash. Temporary files
+start with a dot, which Parquet readers ignore.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from sc_imagenet import __version__
+
+FINGERPRINT_KEY = b"sc_imagenet.fingerprint"
+SCHEMA_VERSION_KEY = b"sc_imagenet.schema_version"
+STAGE_RECORD = "_stage.json"
+SHARD_NAME = "part-00000.parquet"
+
+
+def fingerprint(payload: Any) -> str:
+    """Stable 16-hex-digit hash of a JSON-serialisable payload (dict keys sorted)."""
+    blob = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def shard_path(stage_dir: Path, wnid: str | None = None) -> Path:
+    return stage_dir / f"wnid={wnid}" / SHARD_NAME if wnid is not None else stage_dir / SHARD_NAME
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a dot-prefixed temp file, fsync, rename: readers see the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+    _fsync_dir(path.parent)
+
+
+class ShardWriter:
+    """Streams rows into one Parquet shard; the shard appears only when the writer closes cleanly.
+
+    Rows are buffered `row_group_size` at a time, so memory stays bounded however many rows a
+    shard gets. On an exception inside the `with` block the temp file is removed and nothing appears.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        schema: pa.Schema,
+        fingerprint: str,
+        schema_version: int,
+        row_group_size: int = 4096,
+    ) -> None:
+        self.path = path
+        # pid in the temp name: an orphaned worker of a killed build can never clobber a rerun's file
+        self.tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+        meta = {FINGERPRINT_KEY: fingerprint.encode(), SCHEMA_VERSION_KEY: str(schema_version).encode()}
+        self.schema = schema.with_metadata({**(schema.metadata or {}), **meta})
+        self.row_group_size = row_group_size
+        self.rows = 0
+        self._buffer: list[dict[str, Any]] = []
+        self._writer: pq.ParquetWriter | None = None
+
+    def __enter__(self) -> ShardWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
+        return self
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        self._buffer.append(dict(row))
+        if len(self._buffer) >= self.row_group_size:
+            self._flush()
+
+    def write_many(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        for row in rows:
+            self.write(row)
+
+    def _flush(self) -> None:
+        if self._buffer and self._writer is not None:
+            self._writer.write_table(pa.Table.from_pylist(self._buffer, schema=self.schema))
+            self.rows += len(self._buffer)
+            self._buffer.clear()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self._writer is not None
+        if exc_type is None:
+            self._flush()
+        self._writer.close()
+        if exc_type is not None:
+            self.tmp.unlink(missing_ok=True)
+            return
+        with open(self.tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        self.tmp.replace(self.path)
+        _fsync_dir(self.path.parent)
+
+
+def shard_fingerprint(path: Path) -> str | None:
+    """Fingerprint stored in a shard's metadata; None if missing or unreadable (a torn write)."""
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowException):
+        return None
+    value = meta.get(FINGERPRINT_KEY)
+    return value.decode() if value else None
+
+
+def shard_is_current(path: Path, expected_fingerprint: str) -> bool:
+    return path.exists() and shard_fingerprint(path) == expected_fingerprint
+
+
+def list_shards(stage_dir: Path) -> list[Path]:
+    if not stage_dir.exists():
+        return []
+    return sorted(p for p in stage_dir.rglob("*.parquet") if not p.name.startswith((".", "_")))
+
+
+@dataclass
+class StageRecord:
+    """Contents of `_stage.json`: the completion record of one stage."""
+
+    stage: str
+    fingerprint: str
+    schema_version: int
+    rows: int
+    rows_by_status: dict[str, int]
+    shards: int
+    wall_s: float
+    started_at: float
+    finished_at: float
+    inputs: dict[str, str] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True, default=str)
+
+
+def runtime_versions() -> dict[str, str]:
+    return {"sc_imagenet": __version__, "python": platform.python_version(), "pyarrow": pa.__version__}
+
+
+def write_stage_record(stage_dir: Path, record: StageRecord) -> None:
+    atomic_write_bytes(stage_dir / STAGE_RECORD, record.to_json().encode())
+
+
+def read_stage_record(stage_dir: Path) -> StageRecord | None:
+    path = stage_dir / STAGE_RECORD
+    if not path.exists():
+        return None
+    try:
+        return StageRecord(**json.loads(path.read_text()))
+    except (ValueError, TypeError):
+        return None  # a record from an incompatible version counts as absent: the stage reruns
+
+
+def open_manifest(stage_dir: Path) -> ds.Dataset:
+    """The stage's shards as one pyarrow dataset (`wnid` from the hive folder names, as a string)."""
+    shards = list_shards(stage_dir)
+    if not shards:
+        raise FileNotFoundError(f"no manifest shards under {stage_dir}")
+    partitioning = ds.partitioning(pa.schema([("wnid", pa.string())]), flavor="hive")
+    return ds.dataset([str(p) for p in shards], format="parquet", partitioning=partitioning,
+                      partition_base_dir=str(stage_dir))
+
+
+def read_manifest(stage_dir: Path, columns: list[str] | None = None, filter: Any = None) -> pa.Table:
+    return open_manifest(stage_dir).to_table(columns=columns, filter=filter)
+
+
+def iter_batches(stage_dir: Path, columns: list[str] | None = None, batch_size: int = 8192) -> Iterator[pa.RecordBatch]:
+    """Stream a manifest in record batches (bounded memory at ImageNet scale)."""
+    yield from open_manifest(stage_dir).to_batches(columns=columns, batch_size=batch_size)
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.started_at = time.time()
+        self._t0 = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._t0

@@ -1,0 +1,1 @@
+"""Running deployments on one machine (local Prefect server + serve)."""

@@ -1,0 +1,161 @@
+"""Run the real deployment path on one machine: a local Prefect server (SQLite), `sc-imagenet serve`,
+`prefect deployment run build-sc-imagenet/<name> --watch`. Used by `make demo` and the end-to-end
+tests; it reuses a server that already answers and stops only what it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PORT = 4200
+FLOW_NAME = "build-sc-imagenet"
+
+
+def _bin(name: str) -> str:
+    """A console script from this interpreter's environment (the project's venv)."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def api_healthy(api_url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=timeout) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(proc: subprocess.Popen, grace: float = 20.0) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
+class LocalPrefect:
+    """Context manager: a Prefect API to talk to, started here if none answers.
+
+    home: PREFECT_HOME for a server started here (its SQLite database lives there).
+    port: None = reuse a server on 4200 if one answers, else start one (4200 or a free port).
+    """
+
+    def __init__(self, home: Path, port: int | None = None, ui: bool = True, log_dir: Path | None = None,
+                 start_timeout: float = 180.0) -> None:
+        self.home = Path(home).resolve()
+        self.log_dir = Path(log_dir or self.home).resolve()
+        self.ui = ui
+        self.start_timeout = start_timeout
+        self.port = port
+        self.api_url = ""
+        self.started: list[subprocess.Popen] = []
+        self.server_started = False
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({"PREFECT_API_URL": self.api_url, "PREFECT_HOME": str(self.home),
+                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_COLORS": "false"})
+        env.update(extra)
+        return env
+
+    def _spawn(self, args: list[str], log_name: str, cwd: Path | None = None,
+               env: dict[str, str] | None = None) -> subprocess.Popen:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / log_name, "ab")  # noqa: SIM115 (the child owns it for its lifetime)
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env or self.env(),
+                                start_new_session=True)
+        self.started.append(proc)
+        return proc
+
+    def __enter__(self) -> LocalPrefect:
+        if self.port is None:
+            default = f"http://127.0.0.1:{DEFAULT_PORT}/api"
+            if api_healthy(default):
+                self.api_url = default
+                return self
+            self.port = DEFAULT_PORT if port_free(DEFAULT_PORT) else free_port()
+        self.api_url = f"http://127.0.0.1:{self.port}/api"
+        if api_healthy(self.api_url):
+            return self
+        self.home.mkdir(parents=True, exist_ok=True)
+        args = [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)]
+        if not self.ui:
+            args.append("--no-ui")
+        proc = self._spawn(args, "prefect-server.log")
+        self.server_started = True
+        deadline = time.monotonic() + self.start_timeout
+        while not api_healthy(self.api_url):
+            if proc.poll() is not None:
+                raise RuntimeError(f"prefect server exited with {proc.returncode}; see "
+                                   f"{self.log_dir / 'prefect-server.log'}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"prefect server did not answer on {self.api_url} within "
+                                   f"{self.start_timeout:.0f}s")
+            time.sleep(0.5)
+        return self
+
+    def deployment(self, name: str) -> dict[str, Any] | None:
+        url = f"{self.api_url}/deployments/name/{FLOW_NAME}/{name}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                return json.loads(resp.read())
+        except (urllib.error.URLError, OSError):
+            return None
+
+    def serve(self, cwd: Path, env: dict[str, str] | None = None, names: tuple[str, ...] = ("demo",),
+              timeout: float = 180.0) -> subprocess.Popen:
+        """Start `sc-imagenet serve` and wait until its deployments are registered."""
+        proc = self._spawn([_bin("sc-imagenet"), "serve"], "serve.log", cwd=cwd, env=env)
+        deadline = time.monotonic() + timeout
+        while not all(self.deployment(n) for n in names):
+            if proc.poll() is not None:
+                raise RuntimeError(f"`sc-imagenet serve` exited with {proc.returncode}; see "
+                                   f"{self.log_dir / 'serve.log'}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"deployments {names} not registered within {timeout:.0f}s")
+            time.sleep(0.5)
+        return proc
+
+    def run_deployment(self, name: str, params: dict[str, Any] | None = None, timeout: float = 3600.0,
+                       capture: bool = False) -> subprocess.CompletedProcess:
+        """`prefect deployment run build-sc-imagenet/<name> --watch`: returns when the run ends."""
+        args = [_bin("prefect"), "deployment", "run", f"{FLOW_NAME}/{name}", "--watch",
+                "--watch-timeout", str(int(timeout))]
+        for key, value in (params or {}).items():
+            args += ["--param", f"{key}={value}"]
+        return subprocess.run(args, env=self.env(), capture_output=capture, text=True, timeout=timeout + 60)
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in reversed(self.started):
+            _stop(proc)
+        self.started.clear()

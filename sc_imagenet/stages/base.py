@@ -1,0 +1,110 @@
+"""The stage contract and registry.
+
+A stage turns (typed config, input manifests) into one output manifest. It knows nothing about
+Prefect: `sc_imagenet.build.execute_stage` decides whether to run it (fingerprints, resume) and the
+flow only wraps that call in a task.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pyarrow.parquet as pq
+
+from sc_imagenet.config import BuildConfig
+from sc_imagenet.io.manifest import shard_is_current, shard_path
+
+
+@dataclass
+class StageContext:
+    """Everything a stage run may use. `inputs` maps upstream stage names to their manifest folders."""
+
+    cfg: BuildConfig
+    out_dir: Path
+    data_root: Path
+    stage_dir: Path
+    fingerprint: str
+    inputs: dict[str, Path]
+    progress: bool = True
+    log: Callable[[str], None] = print
+
+    def shard(self, wnid: str | None = None) -> Path:
+        return shard_path(self.stage_dir, wnid)
+
+    def shard_done(self, path: Path) -> bool:
+        """True if `path` was already written by a run with this exact fingerprint (resume)."""
+        return shard_is_current(path, self.fingerprint)
+
+
+@dataclass
+class StageOutput:
+    """What a stage run reports back. `shards` lists every shard that belongs to this run's output
+    (freshly written or kept from an interrupted run); anything else in the folder is removed."""
+
+    rows: int
+    rows_by_status: dict[str, int]
+    shards: list[Path]
+    shards_skipped: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+    summary: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Stage(ABC):
+    name: ClassVar[str]
+    schema_version: ClassVar[int]
+    inputs: ClassVar[tuple[str, ...]] = ()
+    description: ClassVar[str] = ""
+
+    @abstractmethod
+    def fingerprint_payload(self, cfg: BuildConfig, data_root: Path) -> dict[str, Any]:
+        """The settings (and input file hashes) whose change must rerun this stage."""
+
+    @abstractmethod
+    def run(self, ctx: StageContext) -> StageOutput:
+        """Write the stage's shards under `ctx.stage_dir`, skipping those `ctx.shard_done` accepts."""
+
+
+STAGES: dict[str, Stage] = {}
+
+
+def register_stage(cls: type[Stage]) -> type[Stage]:
+    if cls.name in STAGES:
+        raise ValueError(f"stage {cls.name!r} registered twice")
+    unknown = [i for i in cls.inputs if i not in STAGES]
+    if unknown:
+        raise ValueError(f"stage {cls.name!r} depends on unregistered stages {unknown}")
+    STAGES[cls.name] = cls()
+    return cls
+
+
+def pipeline_order() -> list[str]:
+    """Registration order; `register_stage` guarantees inputs are registered first (topological)."""
+    return list(STAGES)
+
+
+def downstream_of(name: str) -> list[str]:
+    """`name` and every stage that depends on it, transitively, in pipeline order."""
+    hit = {name}
+    for stage in pipeline_order():
+        if any(i in hit for i in STAGES[stage].inputs):
+            hit.add(stage)
+    return [s for s in pipeline_order() if s in hit]
+
+
+def count_statuses(path: Path, column: str = "status") -> tuple[int, dict[str, int]]:
+    """Rows and rows per status of an existing shard (used when a finished shard is kept)."""
+    table = pq.read_table(path, columns=[column])
+    counts = Counter(table.column(column).to_pylist())
+    return table.num_rows, dict(counts)
+
+
+def merge_counts(counts: list[dict[str, int]]) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for c in counts:
+        total.update(c)
+    return dict(total)

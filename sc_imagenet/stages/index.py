@@ -1,0 +1,82 @@
+"""Stage `index`: one row per file of every kept category, with its true format/size/mode or the
+reason it cannot be used. Categories are scanned in parallel processes, one shard each."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+from tqdm.auto import tqdm
+
+from sc_imagenet.config import BuildConfig
+from sc_imagenet.io.manifest import read_manifest
+from sc_imagenet.io.scan import ScanResult, ScanTask, init_worker, scan_category
+from sc_imagenet.stages.base import (
+    Stage,
+    StageContext,
+    StageOutput,
+    count_statuses,
+    merge_counts,
+    register_stage,
+)
+
+
+def resolve_workers(requested: int, jobs: int) -> int:
+    return max(1, min(requested or os.cpu_count() or 1, jobs))
+
+
+@register_stage
+class IndexStage(Stage):
+    name = "index"
+    schema_version = 1
+    inputs = ("categories",)
+    description = "scan and verify every image of the kept categories"
+
+    def fingerprint_payload(self, cfg: BuildConfig, data_root: Path) -> dict[str, Any]:
+        # workers and row-group size change how, not what: they stay out of the fingerprint.
+        return {"data_root": str(data_root), "verify": cfg.index.verify, "max_pixels": cfg.index.max_pixels}
+
+    def run(self, ctx: StageContext) -> StageOutput:
+        cats = read_manifest(ctx.inputs["categories"], columns=["wnid", "keep"],
+                             filter=pc.field("keep"))
+        wnids = sorted(cats.column("wnid").to_pylist())
+        icfg = ctx.cfg.index
+        shards, results, kept = [], [], 0
+        todo: list[ScanTask] = []
+        for wnid in wnids:
+            path = ctx.shard(wnid)
+            shards.append(path)
+            if ctx.shard_done(path):
+                rows, by_status = count_statuses(path)
+                results.append(ScanResult(wnid, rows, by_status))
+                kept += 1
+                continue
+            todo.append(ScanTask(wnid, ctx.data_root / wnid, ctx.data_root, path, ctx.fingerprint,
+                                 self.schema_version, icfg.verify, icfg.max_pixels, icfg.row_group_size))
+        if kept:
+            ctx.log(f"[index] resuming: {kept} of {len(wnids)} category shards already finished")
+        workers = resolve_workers(icfg.workers, len(todo))
+        bar = tqdm(total=len(todo), desc="index", unit="category", disable=not ctx.progress)
+        if workers == 1 or len(todo) <= 1:
+            init_worker()
+            for task in todo:
+                results.append(scan_category(task))
+                bar.update()
+        else:
+            spawn = multiprocessing.get_context("spawn")  # fork is unsafe beside Prefect's threads
+            with ProcessPoolExecutor(workers, mp_context=spawn, initializer=init_worker) as pool:
+                for fut in as_completed([pool.submit(scan_category, t) for t in todo]):
+                    results.append(fut.result())
+                    bar.update()
+        bar.close()
+        by_status = merge_counts([r.by_status for r in results])
+        rows = sum(r.rows for r in results)
+        bad = {k: v for k, v in by_status.items() if k != "ok"}
+        summary = [{"wnid": r.wnid, "files": r.rows, "ok": r.by_status.get("ok", 0),
+                    "bad": r.rows - r.by_status.get("ok", 0)} for r in sorted(results, key=lambda r: r.wnid)]
+        extra = {"categories": len(wnids), "workers": workers, "bad_by_reason": bad}
+        return StageOutput(rows, by_status, shards, shards_skipped=kept, extra=extra, summary=summary)

@@ -1,0 +1,104 @@
+"""Manifest writing: atomicity, metadata, records, reading back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from sc_imagenet.io.locks import BuildLock, BuildLockedError
+from sc_imagenet.io.manifest import (
+    FINGERPRINT_KEY,
+    SCHEMA_VERSION_KEY,
+    ShardWriter,
+    StageRecord,
+    fingerprint,
+    list_shards,
+    read_manifest,
+    read_stage_record,
+    shard_fingerprint,
+    shard_is_current,
+    shard_path,
+    write_stage_record,
+)
+
+SCHEMA = pa.schema([("image_id", pa.string()), ("value", pa.int64())])
+
+
+def test_fingerprint_is_stable_and_order_independent() -> None:
+    assert fingerprint({"a": 1, "b": [1, 2]}) == fingerprint({"b": [1, 2], "a": 1})
+    assert fingerprint({"a": 1}) != fingerprint({"a": 2})
+    assert len(fingerprint({})) == 16
+
+
+def test_shard_writer_streams_row_groups_and_tags_metadata(tmp_path: Path) -> None:
+    path = shard_path(tmp_path, "n1")
+    with ShardWriter(path, SCHEMA, "abc", 3, row_group_size=16) as w:
+        w.write_many({"image_id": f"i{i}", "value": i} for i in range(100))
+    meta = pq.read_metadata(path)
+    assert meta.num_rows == 100 and meta.num_row_groups == 7
+    kv = pq.read_schema(path).metadata
+    assert kv[FINGERPRINT_KEY] == b"abc" and kv[SCHEMA_VERSION_KEY] == b"3"
+    assert shard_is_current(path, "abc") and not shard_is_current(path, "other")
+    assert pq.ParquetFile(path).metadata.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
+    path = shard_path(tmp_path, "n1")
+    with pytest.raises(RuntimeError), ShardWriter(path, SCHEMA, "abc", 1, row_group_size=4) as w:
+        for i in range(10):
+            w.write({"image_id": "x", "value": i})
+        raise RuntimeError("killed mid-shard")
+    assert not path.exists()
+    assert list(path.parent.iterdir()) == []
+
+
+def test_temp_file_is_invisible_to_readers(tmp_path: Path) -> None:
+    done = shard_path(tmp_path, "n1")
+    with ShardWriter(done, SCHEMA, "abc", 1) as w:
+        w.write({"image_id": "a", "value": 1})
+    pending = ShardWriter(shard_path(tmp_path, "n2"), SCHEMA, "abc", 1, row_group_size=1)
+    with pending:
+        pending.write({"image_id": "b", "value": 2})
+        pending.write({"image_id": "c", "value": 3})
+        assert pending.tmp.exists() and pending.tmp.name.startswith(".")
+        assert list_shards(tmp_path) == [done]
+        table = read_manifest(tmp_path)
+        assert table.num_rows == 1
+    assert read_manifest(tmp_path).num_rows == 3
+
+
+def test_torn_shard_is_not_current(tmp_path: Path) -> None:
+    path = shard_path(tmp_path, "n1")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"PAR1 not really")
+    assert shard_fingerprint(path) is None and not shard_is_current(path, "abc")
+
+
+def test_read_manifest_adds_wnid_from_folder(tmp_path: Path) -> None:
+    for wnid in ("n1", "n2"):
+        with ShardWriter(shard_path(tmp_path, wnid), SCHEMA, "f", 1) as w:
+            w.write({"image_id": f"{wnid}_0", "value": 0})
+    df = read_manifest(tmp_path).to_pandas()
+    assert sorted(df.wnid) == ["n1", "n2"] and pd.api.types.is_string_dtype(df.wnid)
+
+    assert sorted(pd.read_parquet(tmp_path).wnid.astype(str)) == ["n1", "n2"]  # plain pandas works too
+
+
+def test_stage_record_roundtrip_and_garbage(tmp_path: Path) -> None:
+    rec = StageRecord("index", "fp", 1, 10, {"ok": 9, "empty": 1}, 2, 1.5, 0.0, 1.5, {"categories": "x"})
+    write_stage_record(tmp_path, rec)
+    assert read_stage_record(tmp_path) == rec
+    (tmp_path / "_stage.json").write_text("{not json")
+    assert read_stage_record(tmp_path) is None
+
+
+def test_lock_is_exclusive_and_names_holder(tmp_path: Path) -> None:
+    with BuildLock(tmp_path):
+        with pytest.raises(BuildLockedError, match=r"pid \d+ on host"):
+            BuildLock(tmp_path).acquire()
+    with BuildLock(tmp_path):  # released on exit
+        pass
