@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,8 +13,8 @@ from sc_imagenet.config import ConfigError, load_config, parse_overrides
 
 
 def _plan(args: argparse.Namespace, profile: str):
-    from sc_imagenet.build import plan_build
     from flows.build_sc_imagenet import default_out
+    from sc_imagenet.build import plan_build
 
     overrides = parse_overrides(args.set)
     cfg = load_config(profile, overrides, args.data_root)
@@ -131,6 +132,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Prefect's telemetry service races the SQLite writes of a temporary server; nothing is lost
+    # by switching it off, and nothing may phone home from an offline cluster anyway.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     args = make_parser().parse_args(argv)
     try:
         return args.func(args)

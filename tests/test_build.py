@@ -112,9 +112,9 @@ def test_bad_plans_fail_before_work(project: dict, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown stage"):
         plan_build(cfg, "p", tmp_path / "o", stages="index,labels")
     cfg = load_config(project["profile"], {"data": {"root": str(tmp_path / "missing")}})
-    with pytest.raises(ConfigError, match="data.root"):
+    with pytest.raises(ConfigError, match=r"data\.root"):
         plan_build(cfg, "p", tmp_path / "o")
     assert not (tmp_path / "o").exists()
     cfg = load_config("imagenet")
-    with pytest.raises(ConfigError, match="data.root: required"):
+    with pytest.raises(ConfigError, match=r"data\.root: required"):
         plan_build(cfg, "imagenet", tmp_path / "o")

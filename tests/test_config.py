@@ -47,7 +47,7 @@ def test_bad_values_name_the_field(override: dict, field: str, words: str) -> No
 
 
 def test_unknown_profile_lists_known_ones() -> None:
-    with pytest.raises(ConfigError, match="known profiles: .*demo.*imagenet"):
+    with pytest.raises(ConfigError, match=r"known profiles: .*demo.*imagenet"):
         load_config("nope")
 
 
@@ -56,7 +56,7 @@ def test_profile_from_path_and_cli_overrides(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"index": {"workers": 3}, "categories": {"list": None}}))
     cfg = load_config(str(path), parse_overrides(["index.verify=full", "seed=7"]))
     assert (cfg.index.workers, cfg.index.verify, cfg.seed, cfg.categories.list) == (3, "full", 7, None)
-    with pytest.raises(ConfigError, match="key.path=value"):
+    with pytest.raises(ConfigError, match=r"key\.path=value"):
         parse_overrides(["index.workers"])
 
 

@@ -97,8 +97,7 @@ def test_stage_record_roundtrip_and_garbage(tmp_path: Path) -> None:
 
 
 def test_lock_is_exclusive_and_names_holder(tmp_path: Path) -> None:
-    with BuildLock(tmp_path):
-        with pytest.raises(BuildLockedError, match=r"pid \d+ on host"):
-            BuildLock(tmp_path).acquire()
+    with BuildLock(tmp_path), pytest.raises(BuildLockedError, match=r"pid \d+ on host"):
+        BuildLock(tmp_path).acquire()
     with BuildLock(tmp_path):  # released on exit
         pass

@@ -71,7 +71,7 @@ def probe_image(path: str | os.PathLike, verify: str = "draft", max_pixels: int 
     if size == 0:
         return _fail("empty", "zero-byte file", size)
     try:
-        fh = open(path, "rb")
+        fh = open(path, "rb")  # noqa: SIM115 (closed by the `with fh` below, after the error mapping)
     except OSError as exc:
         return _fail("unreadable", f"{type(exc).__name__}: {exc}", size)
     with fh, warnings.catch_warnings():

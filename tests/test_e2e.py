@@ -1,0 +1,115 @@
+"""End to end through the real deployment path: a Prefect server (SQLite, temporary PREFECT_HOME,
+free port), `sc-imagenet serve`, `prefect deployment run build-sc-imagenet/demo --watch`; then a
+rerun that skips everything, and a build killed mid-`index` that resumes without redoing shards."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import jpeg_bytes, write_list
+
+from sc_imagenet.io.manifest import list_shards, read_manifest, read_stage_record
+from sc_imagenet.orchestration.local import LocalPrefect, free_port
+from sc_imagenet.paths import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def prefect(tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("prefect-home")
+    with LocalPrefect(home, port=free_port(), ui=False) as server:
+        assert server.server_started
+        yield server
+
+
+def _status(out: Path, env: dict[str, str]) -> dict[str, dict]:
+    res = subprocess.run([BIN / "sc-imagenet", "status", "--out", str(out), "--json"], env=env,
+                         capture_output=True, text=True, check=True)
+    return {row["stage"]: row for row in json.loads(res.stdout)}
+
+
+def test_demo_deployment_then_rerun_skips(prefect: LocalPrefect, tmp_path: Path) -> None:
+    builds = tmp_path / "builds"
+    env = prefect.env(SC_IMAGENET_BUILDS=str(builds))
+    prefect.serve(cwd=REPO_ROOT, env=env)
+    out = builds / "demo"  # the deployment's default output folder
+
+    first = prefect.run_deployment("demo", capture=True, timeout=900)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "Completed" in first.stdout
+    status = _status(out, env)
+    for stage in ("categories", "index"):
+        assert status[stage]["state"] == "complete" and status[stage]["rows"] > 0
+        assert Path(status[stage]["path"]).is_dir()
+    cats = read_manifest(out / "manifests" / "categories").to_pandas()
+    assert cats.keep.sum() >= 6 and set(cats[~cats.keep].reason) == {"scene", "texture"}
+    index = read_manifest(out / "manifests" / "index").to_pandas()
+    assert set(index.wnid) == set(cats[cats.keep].wnid)
+    assert {"truncated", "empty"} <= set(index.status)
+    assert {"CMYK", "L"} <= set(index["mode"]) and "PNG" in set(index["format"])
+    assert (out / "data" / "_groundtruth" / "meta.json").exists()
+    assert (out / "config.resolved.yaml").exists()
+    before = {p: p.stat().st_mtime_ns for p in (out / "manifests").rglob("*") if p.is_file()}
+
+    second = prefect.run_deployment("demo", capture=True, timeout=900)
+    assert second.returncode == 0, second.stdout[-3000:]
+    after = {p: p.stat().st_mtime_ns for p in (out / "manifests").rglob("*") if p.is_file()}
+    assert after == before  # every stage skipped: not one manifest file rewritten
+
+
+def _slow_tree(root: Path, categories: int, files: int) -> list[str]:
+    blob = jpeg_bytes(384, 384, seed=1)
+    wnids = [f"n7{c:07d}" for c in range(categories)]
+    for wnid in wnids:
+        (root / wnid).mkdir(parents=True)
+        for i in range(files):
+            (root / wnid / f"{wnid}_{i}.JPEG").write_bytes(blob)
+    return wnids
+
+
+def test_killed_index_resumes_without_redoing_shards(prefect: LocalPrefect, tmp_path: Path) -> None:
+    wnids = _slow_tree(tmp_path / "data", categories=10, files=250)
+    lst = write_list(tmp_path / "list.csv", [(w, w, 1, "", "") for w in wnids])
+    profile = tmp_path / "kill.yaml"
+    profile.write_text(yaml.safe_dump({
+        "data": {"source": "folder", "root": str(tmp_path / "data")},
+        "categories": {"list": str(lst)},
+        "index": {"workers": 1, "verify": "full"},
+    }))
+    out = tmp_path / "out"
+    cmd = [str(BIN / "sc-imagenet"), "build", "--config", str(profile), "--out", str(out)]
+    env = prefect.env()
+    index_dir = out / "manifests" / "index"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not list_shards(index_dir):
+        assert proc.poll() is None, "the build ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = {p: p.stat().st_mtime_ns for p in list_shards(index_dir)}
+    assert 1 <= len(done_before) < len(wnids)
+    assert read_stage_record(index_dir) is None  # not complete
+    assert read_stage_record(out / "manifests" / "categories") is not None
+
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    record = read_stage_record(index_dir)
+    assert record is not None and record.rows == 10 * 250
+    assert record.extra["shards_skipped"] == len(done_before)
+    for path, mtime in done_before.items():
+        assert path.stat().st_mtime_ns == mtime  # finished shards were not redone
+    assert len(list_shards(index_dir)) == len(wnids)
+    assert not list(index_dir.rglob(".*.tmp"))
