@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, serve, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 
 from sc_imagenet.build import BuildPlan, ensure_data, execute_stage, plan_build
@@ -33,9 +38,23 @@ def data_task(plan: BuildPlan) -> dict[str, Any]:
     return ensure_data(plan, get_run_logger().info, _show_progress())
 
 
+class _ProgressArtifact:
+    """A Prefect UI progress bar for one stage, updated at most once per percent."""
+
+    def __init__(self, name: str) -> None:
+        self.artifact_id = create_progress_artifact(0.0, key=f"{name}-progress", description=f"`{name}` progress")
+        self.last = 0
+
+    def __call__(self, fraction: float) -> None:
+        percent = int(fraction * 100)
+        if percent > self.last:
+            self.last = percent
+            update_progress_artifact(self.artifact_id, float(percent))
+
+
 @task(name="stage", task_run_name="{name}", cache_policy=NO_CACHE)
 def stage_task(plan: BuildPlan, name: str) -> dict[str, Any]:
-    result = execute_stage(plan, name, get_run_logger().info, _show_progress())
+    result = execute_stage(plan, name, get_run_logger().info, _show_progress(), _ProgressArtifact(name))
     if result.summary:
         create_table_artifact(
             key=f"{name}-summary",

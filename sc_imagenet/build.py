@@ -134,7 +134,11 @@ def _clean_leftovers(sdir: Path, keep: list[Path]) -> None:
 
 
 def execute_stage(
-    plan: BuildPlan, name: str, log: Callable[[str], None] = print, progress: bool = True
+    plan: BuildPlan,
+    name: str,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+    on_progress: Callable[[float], None] | None = None,
 ) -> StageResult:
     """Run one stage unless it is complete for this fingerprint; resume at shard level otherwise."""
     stage = STAGES[name]
@@ -152,7 +156,7 @@ def execute_stage(
         (sdir / STAGE_RECORD).unlink()
     sdir.mkdir(parents=True, exist_ok=True)
     timer = Timer()
-    ctx = StageContext(plan.cfg, plan.out_dir, plan.data_root, sdir, fp, inputs, progress, log)
+    ctx = StageContext(plan.cfg, plan.out_dir, plan.data_root, sdir, fp, inputs, progress, log, on_progress)
     out = stage.run(ctx)
     _clean_leftovers(sdir, out.shards)
     record = StageRecord(

@@ -32,6 +32,11 @@ class StageContext:
     inputs: dict[str, Path]
     progress: bool = True
     log: Callable[[str], None] = print
+    on_progress: Callable[[float], None] | None = None  # fraction done in [0, 1] (a UI progress bar)
+
+    def report_progress(self, done: int, total: int) -> None:
+        if self.on_progress is not None and total > 0:
+            self.on_progress(done / total)
 
     def shard(self, wnid: str | None = None) -> Path:
         return shard_path(self.stage_dir, wnid)

@@ -66,12 +66,14 @@ class IndexStage(Stage):
             for task in todo:
                 results.append(scan_category(task))
                 bar.update()
+                ctx.report_progress(bar.n, len(todo))
         else:
             spawn = multiprocessing.get_context("spawn")  # fork is unsafe beside Prefect's threads
             with ProcessPoolExecutor(workers, mp_context=spawn, initializer=init_worker) as pool:
                 for fut in as_completed([pool.submit(scan_category, t) for t in todo]):
                     results.append(fut.result())
                     bar.update()
+                    ctx.report_progress(bar.n, len(todo))
         bar.close()
         by_status = merge_counts([r.by_status for r in results])
         rows = sum(r.rows for r in results)
