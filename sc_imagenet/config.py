@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sc_imagenet import __version__
 from sc_imagenet.paths import PROFILES_DIR, REPO_ROOT
-from sc_imagenet.synth.config import SynthConfig
+from sc_imagenet.synth import SynthConfig
 
 
 class StrictModel(BaseModel):

@@ -12,7 +12,7 @@ from PIL import Image
 
 from sc_imagenet.io.images import STATUSES, load_rgb, probe_image
 from sc_imagenet.io.manifest import shard_fingerprint
-from sc_imagenet.io.scan import ScanTask, init_worker, list_files, scan_category
+from sc_imagenet.io.scan import ScanTask, list_files, pil_pixel_limit_lifted, scan_category
 
 
 @pytest.mark.parametrize("name", sorted(BAD_FILES))
@@ -58,13 +58,12 @@ def test_load_rgb_converts(bad_folder: Path, name: str) -> None:
 
 
 def test_scan_category_writes_every_file_as_a_row(bad_folder: Path, tmp_path: Path) -> None:
-    init_worker()
-    try:
-        shard = tmp_path / "out" / "wnid=n00000001" / "part-00000.parquet"
-        task = ScanTask("n00000001", bad_folder, bad_folder.parent, shard, "fp123", 1, "draft", 89_478_485, 4)
+    limit = Image.MAX_IMAGE_PIXELS
+    shard = tmp_path / "out" / "wnid=n00000001" / "part-00000.parquet"
+    task = ScanTask("n00000001", bad_folder, bad_folder.parent, shard, "fp123", 1, "draft", 89_478_485, 4)
+    with pil_pixel_limit_lifted():
         result = scan_category(task)
-    finally:
-        Image.MAX_IMAGE_PIXELS = 89_478_485
+    assert limit == Image.MAX_IMAGE_PIXELS
     rows = pq.read_table(shard).to_pylist()
     assert result.rows == len(BAD_FILES) == len(rows)
     got = {r["rel_path"].split("/")[-1]: (r["status"], r["format"], r["mode"]) for r in rows}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,8 +50,19 @@ class ScanResult:
 
 
 def init_worker() -> None:
-    """Our own `max_pixels` check replaces PIL's global bomb limit inside scan workers."""
+    """Our own `max_pixels` check replaces PIL's global bomb limit inside scan worker processes."""
     Image.MAX_IMAGE_PIXELS = None
+
+
+@contextmanager
+def pil_pixel_limit_lifted() -> Iterator[None]:
+    """The same for an in-process scan, restoring PIL's limit afterwards."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
 
 
 def _is_dir(entry: os.DirEntry) -> bool:

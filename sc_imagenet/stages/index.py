@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from sc_imagenet.config import BuildConfig
 from sc_imagenet.io.manifest import read_manifest
-from sc_imagenet.io.scan import ScanResult, ScanTask, init_worker, scan_category
+from sc_imagenet.io.scan import ScanResult, ScanTask, init_worker, pil_pixel_limit_lifted, scan_category
 from sc_imagenet.stages.base import (
     Stage,
     StageContext,
@@ -62,11 +62,11 @@ class IndexStage(Stage):
         workers = resolve_workers(icfg.workers, len(todo))
         bar = tqdm(total=len(todo), desc="index", unit="category", disable=not ctx.progress)
         if workers == 1 or len(todo) <= 1:
-            init_worker()
-            for task in todo:
-                results.append(scan_category(task))
-                bar.update()
-                ctx.report_progress(bar.n, len(todo))
+            with pil_pixel_limit_lifted():
+                for task in todo:
+                    results.append(scan_category(task))
+                    bar.update()
+                    ctx.report_progress(bar.n, len(todo))
         else:
             spawn = multiprocessing.get_context("spawn")  # fork is unsafe beside Prefect's threads
             with ProcessPoolExecutor(workers, mp_context=spawn, initializer=init_worker) as pool:
