@@ -72,7 +72,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, help="existing <root>/<wnid>/<files> folder")
     ap.add_argument("--categories", type=int, default=8)
-    ap.add_argument("--files", type=int, default=400, help="files per generated category")
+    ap.add_argument("--files", type=int, default=1000, help="files per generated category")
     ap.add_argument("--workers", type=int, default=0, help="0 = one per core")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
