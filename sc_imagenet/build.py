@@ -38,7 +38,7 @@ class BuildPlan:
     out_dir: Path
     data_root: Path
     stages: list[str]
-    fingerprints: dict[str, str]
+    fingerprints: dict[str, str | None]
     forced: set[str] = field(default_factory=set)
 
     def stage_dir(self, name: str) -> Path:
@@ -65,16 +65,34 @@ def resolve_data_root(cfg: BuildConfig, out_dir: Path) -> Path:
     raise ConfigError("data.root: required when data.source is 'folder' (pass --data-root DIR)")
 
 
-def compute_fingerprints(cfg: BuildConfig, data_root: Path) -> dict[str, str]:
-    fps: dict[str, str] = {}
+def upstream_of(names: list[str]) -> set[str]:
+    """`names` and every stage they depend on, transitively."""
+    need = set(names)
+    for stage in reversed(pipeline_order()):
+        if stage in need:
+            need.update(STAGES[stage].inputs)
+    return need
+
+
+def compute_fingerprints(cfg: BuildConfig, data_root: Path, required: set[str] | None = None) -> dict[str, str | None]:
+    """Fingerprint of every stage. A stage whose settings cannot be resolved (e.g. detector weights
+    that are not on this machine) raises ConfigError if it is `required` (default: all) and gets
+    None otherwise, and so does everything downstream of it."""
+    fps: dict[str, str | None] = {}
     for name in pipeline_order():
         stage = STAGES[name]
-        fps[name] = fingerprint({
-            "stage": name,
-            "schema_version": stage.schema_version,
-            "config": stage.fingerprint_payload(cfg, data_root),
-            "inputs": {i: fps[i] for i in stage.inputs},
-        })
+        inputs = {i: fps[i] for i in stage.inputs}
+        try:
+            if any(v is None for v in inputs.values()):
+                raise ConfigError(f"an input of stage {name!r} cannot be resolved")
+            payload = stage.fingerprint_payload(cfg, data_root)
+        except ConfigError:
+            if required is None or name in required:
+                raise
+            fps[name] = None
+            continue
+        fps[name] = fingerprint({"stage": name, "schema_version": stage.schema_version, "config": payload,
+                                 "inputs": inputs})
     return fps
 
 
@@ -104,7 +122,8 @@ def plan_build(
     forced: set[str] = set()
     for name in parse_stage_list(force) if force else []:
         forced.update(downstream_of(name))
-    return BuildPlan(profile, cfg, out, data_root, selected, compute_fingerprints(cfg, data_root), forced)
+    fps = compute_fingerprints(cfg, data_root, required=upstream_of(selected))
+    return BuildPlan(profile, cfg, out, data_root, selected, fps, forced)
 
 
 def _check_inputs(plan: BuildPlan, name: str) -> dict[str, Path]:
@@ -185,7 +204,7 @@ def stage_states(out_dir: Path, cfg: BuildConfig | None = None) -> list[dict[str
     expected: dict[str, str] = {}
     if cfg is not None:
         try:
-            expected = compute_fingerprints(cfg, resolve_data_root(cfg, out))
+            expected = compute_fingerprints(cfg, resolve_data_root(cfg, out), required=set())
         except ConfigError:
             expected = {}
     rows = []
@@ -194,7 +213,7 @@ def stage_states(out_dir: Path, cfg: BuildConfig | None = None) -> list[dict[str
         record = read_stage_record(sdir)
         shards = list_shards(sdir)
         if record is not None:
-            current = not expected or record.fingerprint == expected.get(name)
+            current = expected.get(name) is None or record.fingerprint == expected[name]
             state = "complete" if current else "stale"
         else:
             state = "partial" if shards else "missing"

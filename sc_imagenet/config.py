@@ -65,6 +65,38 @@ class IndexConfig(StrictModel):
     row_group_size: int = Field(4096, ge=16, le=1_000_000, description="Rows buffered per Parquet row group.")
 
 
+class DetectConfig(StrictModel):
+    backend: str = Field("ultralytics", description="Detector registry name (sc_imagenet/detect/backends.py).")
+    weights: str = Field(
+        "yolo11x-seg",
+        description="Entry of models/registry.yaml (detectors) or a path to a local .pt file. Never downloaded.",
+    )
+    imgsz: int = Field(640, ge=32, le=4096, description="Inference size (longest side, letterboxed).")
+    batch: int = Field(32, ge=1, le=4096, description="Images per forward pass.")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$", description="auto, cpu, cuda or cuda:N.")
+    half: bool | Literal["auto"] = Field("auto", description="fp16 inference; auto = on GPU only.")
+    conf_floor: float = Field(
+        0.05, ge=0.0, le=1.0, description="Detections below this confidence are not stored at all."
+    )
+    iou: float = Field(0.6, gt=0.0, le=1.0, description="NMS IoU threshold.")
+    max_det: int = Field(50, ge=1, le=1000, description="Detections kept per image.")
+    decode_workers: int = Field(4, ge=1, le=256, description="Threads decoding images ahead of the model.")
+    prefetch_batches: int = Field(2, ge=1, le=64, description="Decoded batches waiting for the model.")
+    max_pixels: int = Field(89_478_485, ge=1, description="Refuse to decode larger images (bomb guard).")
+
+
+class SingleInstanceConfig(StrictModel):
+    threshold: float = Field(
+        0.9, ge=0.0, le=1.0, description="Keep an image iff exactly one detection has confidence > threshold."
+    )
+    classes: list[str] | None = Field(
+        None, description="Only these detector classes count (class-filtered); null = class-agnostic."
+    )
+    min_box_area_frac: float = Field(
+        0.0, ge=0.0, le=1.0, description="Drop the image if the one confident box covers less of it than this."
+    )
+
+
 class BuildConfig(StrictModel):
     """The whole build. One section per stage; each stage's fingerprint covers only its own section
     (plus the shared fields it declares), so changing one stage's settings never reruns upstream work."""
@@ -73,6 +105,8 @@ class BuildConfig(StrictModel):
     data: DataConfig = Field(default_factory=DataConfig)
     categories: CategoriesConfig = Field(default_factory=CategoriesConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
+    detect: DetectConfig = Field(default_factory=DetectConfig)
+    single_instance: SingleInstanceConfig = Field(default_factory=SingleInstanceConfig)
 
 
 class ConfigError(ValueError):

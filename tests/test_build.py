@@ -28,7 +28,8 @@ def project(tmp_path: Path) -> dict:
                                                ("n3", "three", 1, "", ""), ("n4", "lake", 0, "scene", "a place")])
     profile = tmp_path / "p.yaml"
     profile.write_text(yaml.safe_dump({"data": {"source": "folder", "root": str(root)},
-                                       "categories": {"list": str(lst)}, "index": {"workers": 1}}))
+                                       "categories": {"list": str(lst)}, "index": {"workers": 1},
+                                       "detect": {"weights": "demo-yolo-seg", "imgsz": 160, "batch": 8}}))
     return {"root": root, "profile": str(profile), "out": tmp_path / "out"}
 
 
@@ -54,13 +55,14 @@ def test_first_build_writes_manifests_then_rerun_skips_everything(project: dict)
     _, again = _build(project)
     assert all(r.skipped for r in again)
     assert {p: p.stat().st_mtime_ns for p in plan.out_dir.rglob("*.parquet")} == mtimes
-    assert [s["state"] for s in stage_states(plan.out_dir)] == ["complete", "complete"]
+    assert {s["state"] for s in stage_states(plan.out_dir)} == {"complete"}
 
 
 def test_changed_setting_reruns_that_stage_and_downstream_only(project: dict) -> None:
     plan, _ = _build(project)
     _, results = _build(project, {"index": {"verify": "header"}})
-    assert {r.stage: r.skipped for r in results} == {"categories": True, "index": False}
+    assert {r.stage: r.skipped for r in results} == {"categories": True, "index": False, "detect": False,
+                                                     "single_instance": False}
     index = read_manifest(plan.stage_dir("index")).to_pandas()
     assert "truncated" not in set(index.status)  # header mode cannot see truncation
     # a setting that changes how but not what (workers) keeps everything
@@ -70,11 +72,12 @@ def test_changed_setting_reruns_that_stage_and_downstream_only(project: dict) ->
 
 def test_force_reruns_stage_and_downstream(project: dict) -> None:
     _build(project)
-    assert downstream_of("categories") == ["categories", "index"]
+    assert downstream_of("categories") == pipeline_order()
+    assert downstream_of("detect") == ["detect", "single_instance"]
     _, results = _build(project, force="categories")
     assert not any(r.skipped for r in results)
     _, results = _build(project, force="index")
-    assert [r.skipped for r in results] == [True, False]
+    assert [r.skipped for r in results] == [True, False, False, False]
 
 
 def test_stage_needs_current_inputs(project: dict) -> None:
@@ -96,6 +99,7 @@ def test_shard_level_resume_keeps_finished_shards(project: dict) -> None:
     (redo.parent / ".part-00000.parquet.999.tmp").write_bytes(b"torn")
     _, results = _build(project)
     assert results[1].record.extra["shards_skipped"] == 2
+    assert [r.skipped for r in results] == [True, False, True, True]  # same fingerprint: downstream stays
     assert keep.stat().st_mtime_ns == before and redo.exists()
     assert not list(index_dir.rglob(".*.tmp"))
     assert results[1].record.rows == 23
@@ -104,7 +108,7 @@ def test_shard_level_resume_keeps_finished_shards(project: dict) -> None:
 def test_stale_state_when_upstream_rebuilt(project: dict) -> None:
     plan, _ = _build(project)
     _build(project, {"categories": {"unlisted": "keep"}}, stages="categories")
-    assert [s["state"] for s in stage_states(plan.out_dir)] == ["complete", "stale"]
+    assert [s["state"] for s in stage_states(plan.out_dir)] == ["complete", "stale", "stale", "stale"]
 
 
 def test_bad_plans_fail_before_work(project: dict, tmp_path: Path) -> None:

@@ -32,15 +32,17 @@ def test_bad_config_fails_before_work(profile: Path, tmp_path: Path, capsys) -> 
 
 def test_build_status_json_and_lock(profile: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
-    assert main(["build", "--config", str(profile), "--out", str(out), "--no-prefect"]) == 0
+    assert main(["build", "--config", str(profile), "--out", str(out), "--no-prefect", "--stages",
+                 "categories,index"]) == 0
     capsys.readouterr()
     assert main(["status", "--out", str(out), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [(r["stage"], r["state"], r["rows"]) for r in rows] == [("categories", "complete", 2),
-                                                                    ("index", "complete", 3)]
+    assert [(r["stage"], r["state"], r["rows"]) for r in rows] == [
+        ("categories", "complete", 2), ("index", "complete", 3), ("detect", "missing", None),
+        ("single_instance", "missing", None)]
     assert all({"stage", "state", "rows", "path"} <= set(r) for r in rows)
     with BuildLock(out):
-        assert main(["build", "--config", str(profile), "--out", str(out), "--no-prefect"]) == 3
+        assert main(["build", "--config", str(profile), "--out", str(out), "--no-prefect", "--stages", "index"]) == 3
     assert "in use by another build" in capsys.readouterr().err
 
 

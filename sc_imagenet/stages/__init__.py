@@ -1,7 +1,7 @@
 """Stages, registered in pipeline order (each stage's inputs are registered before it)."""
 
-from sc_imagenet.stages import categories as _categories  # noqa: F401  (registers `categories`)
-from sc_imagenet.stages import index as _index  # noqa: F401  (registers `index`)
+import importlib
+
 from sc_imagenet.stages.base import (
     STAGES,
     Stage,
@@ -12,5 +12,11 @@ from sc_imagenet.stages.base import (
     register_stage,
 )
 
-__all__ = ["STAGES", "Stage", "StageContext", "StageOutput", "downstream_of", "pipeline_order",
+# Pipeline order: importing a stage module registers it, and `register_stage` insists that its
+# inputs are already registered, so this tuple is the DAG's topological order.
+STAGE_MODULES = ("categories", "index", "detect", "single_instance")
+for _module in STAGE_MODULES:
+    importlib.import_module(f"sc_imagenet.stages.{_module}")
+
+__all__ = ["STAGES", "STAGE_MODULES", "Stage", "StageContext", "StageOutput", "downstream_of", "pipeline_order",
            "register_stage"]

@@ -1,0 +1,93 @@
+"""Detector registry. A detector maps a batch of RGB images to `ImageDetections` in original pixels.
+
+    det = create_detector("ultralytics", weights=path, imgsz=640, device="auto", half="auto")
+    [dets] = det.detect([rgb])
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from sc_imagenet.detect.types import ImageDetections
+
+
+class Detector(ABC):
+    name: ClassVar[str]
+    class_names: list[str]
+    has_masks: bool
+
+    @abstractmethod
+    def detect(self, images: Sequence[np.ndarray]) -> list[ImageDetections]:
+        """images: RGB uint8 `(H_i, W_i, 3)`, any sizes. Returns one result per image, same order."""
+
+
+DETECTORS: dict[str, Callable[..., Detector]] = {}
+
+
+def register_detector(cls: type[Detector]) -> type[Detector]:
+    DETECTORS[cls.name] = cls
+    return cls
+
+
+def create_detector(name: str, **kwargs: Any) -> Detector:
+    if name not in DETECTORS:
+        raise ValueError(f"unknown detector backend {name!r}; known: {sorted(DETECTORS)}")
+    return DETECTORS[name](**kwargs)
+
+
+def resolve_device(device: str) -> str:
+    """`auto` → `cuda:0` when CUDA is available, else `cpu`; `cuda` → `cuda:0`; anything else as given."""
+    import torch
+
+    if device == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        return "cuda:0"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"detect.device={device!r} but CUDA is not available on this machine")
+    return device
+
+
+@register_detector
+class UltralyticsDetector(Detector):
+    """Any local ultralytics detection or segmentation checkpoint (YOLOv8, YOLO11, …)."""
+
+    name = "ultralytics"
+
+    def __init__(self, weights: Path, imgsz: int = 640, device: str = "auto", half: bool | str = "auto",
+                 conf_floor: float = 0.05, iou: float = 0.6, max_det: int = 50) -> None:
+        from sc_imagenet.detect.offline import load_yolo
+
+        self.model = load_yolo(weights)
+        self.device = resolve_device(device)
+        self.half = self.device.startswith("cuda") if half == "auto" else bool(half)
+        # ultralytics ≥ 8.4 spells fp16 inference `quantize=16` (its old `half` flag is deprecated)
+        self.kwargs = {"imgsz": imgsz, "conf": conf_floor, "iou": iou, "max_det": max_det,
+                       "quantize": 16 if self.half else 32, "device": self.device, "verbose": False}
+        names = self.model.names
+        self.class_names = [names[i] for i in sorted(names)]
+        self.has_masks = self.model.task == "segment"
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[ImageDetections]:
+        if not images:
+            return []
+        # ultralytics takes numpy arrays as BGR (OpenCV order)
+        bgr = [np.ascontiguousarray(img[..., ::-1]) for img in images]
+        results = self.model.predict(bgr, **self.kwargs)
+        return [self._convert(r) for r in results]
+
+    def _convert(self, r: Any) -> ImageDetections:
+        conf = r.boxes.conf.float().cpu().numpy().astype(np.float32)
+        order = np.argsort(-conf, kind="stable")
+        boxes = r.boxes.xyxy.float().cpu().numpy().astype(np.float32)[order]
+        cls = r.boxes.cls.cpu().numpy().astype(np.int32)[order]
+        polygons = None
+        if self.has_masks:
+            xy = r.masks.xy if r.masks is not None else []
+            polygons = [np.asarray(xy[i], np.float32).reshape(-1, 2) for i in order] if len(xy) else []
+        return ImageDetections(boxes, conf[order], cls, polygons)

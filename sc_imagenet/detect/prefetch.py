@@ -1,0 +1,44 @@
+"""Decode images in threads, ahead of the model, in batches.
+
+PIL releases the GIL while decoding, so a few threads keep a GPU fed; a bounded window of
+`prefetch` batches in flight keeps memory at batch × prefetch images however long the list is.
+A file that fails to decode becomes a `DecodedImage` with an error, never an exception: the rest
+of its batch goes on.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from sc_imagenet.detect.types import DecodedImage
+from sc_imagenet.io.images import load_rgb
+
+
+def _decode(root: Path, image_id: str, rel_path: str, max_pixels: int | None) -> DecodedImage:
+    try:
+        return DecodedImage(image_id, rel_path, load_rgb(root / rel_path, max_pixels))
+    except Exception as exc:
+        return DecodedImage(image_id, rel_path, None, f"{type(exc).__name__}: {exc}"[:300])
+
+
+def iter_decoded_batches(
+    root: Path,
+    items: Sequence[tuple[str, str]],
+    batch_size: int,
+    workers: int = 4,
+    prefetch: int = 2,
+    max_pixels: int | None = None,
+) -> Iterator[list[DecodedImage]]:
+    """items: (image_id, rel_path) pairs. Yields lists of at most `batch_size` decoded images, in order."""
+    batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        window: deque[list[Future[DecodedImage]]] = deque()
+        for batch in batches:
+            window.append([pool.submit(_decode, root, i, p, max_pixels) for i, p in batch])
+            if len(window) > prefetch:
+                yield [f.result() for f in window.popleft()]
+        while window:
+            yield [f.result() for f in window.popleft()]

@@ -1,0 +1,45 @@
+"""Foreground masks that keep pseudo-labels on the object (docs/foreground.md).
+
+Sources (`create_foreground(name, **kwargs)`): `detector_mask`, `box`, `saliency`, `none`.
+Later stages use `ForegroundProvider(single_instance_dir, data_root, source).mask_for(image_id, (h, w))`.
+"""
+
+from __future__ import annotations
+
+# importing `sources` registers the built-in sources
+from sc_imagenet.foreground import sources as _sources  # noqa: F401
+from sc_imagenet.foreground.base import (
+    FOREGROUND_SOURCES,
+    DetectionRecord,
+    ForegroundSource,
+    create_foreground,
+    foreground_names,
+    register_foreground,
+)
+from sc_imagenet.foreground.geometry import box_mask, ones_mask, polygon_mask, scale_points
+from sc_imagenet.foreground.provider import MANIFEST_COLUMNS, ForegroundProvider
+from sc_imagenet.foreground.saliency import SALIENCY_METHODS, binarize, normalize01, saliency_mask
+from sc_imagenet.foreground.sources import BoxSource, DetectorMaskSource, NoneSource, SaliencySource
+
+__all__ = [
+    "FOREGROUND_SOURCES",
+    "MANIFEST_COLUMNS",
+    "SALIENCY_METHODS",
+    "BoxSource",
+    "DetectionRecord",
+    "DetectorMaskSource",
+    "ForegroundProvider",
+    "ForegroundSource",
+    "NoneSource",
+    "SaliencySource",
+    "binarize",
+    "box_mask",
+    "create_foreground",
+    "foreground_names",
+    "normalize01",
+    "ones_mask",
+    "polygon_mask",
+    "register_foreground",
+    "saliency_mask",
+    "scale_points",
+]

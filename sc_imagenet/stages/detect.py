@@ -1,0 +1,132 @@
+"""Stage `detect`: every detection above a low floor for every readable image of the kept categories.
+
+Storing all detections (not just the decision) lets the `single_instance` policy change without
+rerunning the detector. Images are decoded in threads ahead of the model, batched, and streamed
+into one shard per category; a killed run resumes at the first unfinished category.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from sc_imagenet.config import BuildConfig, ConfigError
+from sc_imagenet.detect.backends import Detector, create_detector
+from sc_imagenet.detect.prefetch import iter_decoded_batches
+from sc_imagenet.detect.types import ImageDetections
+from sc_imagenet.io.manifest import ShardWriter, list_shards, shard_path
+from sc_imagenet.io.weights import WeightsError, resolve_weights, weights_sha256
+from sc_imagenet.stages.base import Stage, StageContext, StageOutput, count_statuses, merge_counts, register_stage
+
+SCHEMA = pa.schema([
+    ("image_id", pa.string()),
+    ("det_idx", pa.int32()),
+    ("class_id", pa.int32()),
+    ("class_name", pa.string()),
+    ("conf", pa.float32()),
+    ("box", pa.list_(pa.float32(), 4)),
+    ("mask_poly", pa.list_(pa.float32())),
+    ("status", pa.string()),
+    ("error", pa.string()),
+])
+
+
+def readable_images(index_dir: Path, wnid: str) -> list[tuple[str, str]]:
+    """(image_id, rel_path) of the category's images the index marked `ok`."""
+    table = pq.read_table(shard_path(index_dir, wnid), columns=["image_id", "rel_path", "status"])
+    table = table.filter(pc.equal(table["status"], "ok"))
+    return list(zip(table["image_id"].to_pylist(), table["rel_path"].to_pylist(), strict=True))
+
+
+def category_shards(stage_dir: Path) -> list[str]:
+    """wnids that have a shard in a category-sharded stage."""
+    return sorted(p.parent.name.removeprefix("wnid=") for p in list_shards(stage_dir) if p.parent != stage_dir)
+
+
+def detection_rows(image_id: str, dets: ImageDetections, class_names: list[str]) -> list[dict[str, Any]]:
+    if dets.error is not None:
+        return [{"image_id": image_id, "det_idx": -1, "status": "decode_error", "error": dets.error}]
+    rows = []
+    for i in range(len(dets)):
+        poly = dets.polygons[i].reshape(-1).tolist() if dets.polygons is not None else None
+        rows.append({"image_id": image_id, "det_idx": i, "class_id": int(dets.cls[i]),
+                     "class_name": class_names[int(dets.cls[i])], "conf": float(dets.conf[i]),
+                     "box": dets.boxes[i].tolist(), "mask_poly": poly, "status": "detection", "error": None})
+    return rows
+
+
+@register_stage
+class DetectStage(Stage):
+    name = "detect"
+    schema_version = 1
+    inputs = ("index",)
+    description = "object detection (ultralytics), every detection above detect.conf_floor"
+
+    def fingerprint_payload(self, cfg: BuildConfig, data_root: Path) -> dict[str, Any]:
+        d = cfg.detect
+        try:
+            path, _ = resolve_weights("detectors", d.weights, "detect.weights")
+        except WeightsError as exc:
+            raise ConfigError(str(exc)) from None
+        # batch size, device and decode threads change speed, not results: they stay out
+        return {"data_root": str(data_root), "backend": d.backend, "weights_sha256": weights_sha256(path),
+                "imgsz": d.imgsz, "half": d.half, "conf_floor": d.conf_floor, "iou": d.iou, "max_det": d.max_det}
+
+    def make_detector(self, cfg: BuildConfig) -> Detector:
+        d = cfg.detect
+        path, _ = resolve_weights("detectors", d.weights, "detect.weights")
+        return create_detector(d.backend, weights=path, imgsz=d.imgsz, device=d.device, half=d.half,
+                               conf_floor=d.conf_floor, iou=d.iou, max_det=d.max_det)
+
+    def run(self, ctx: StageContext) -> StageOutput:
+        d = ctx.cfg.detect
+        index_dir = ctx.inputs["index"]
+        shards, counts, kept, work = [], [], 0, []
+        for wnid in category_shards(index_dir):
+            path = ctx.shard(wnid)
+            shards.append(path)
+            if ctx.shard_done(path):
+                counts.append(count_statuses(path)[1])
+                kept += 1
+            else:
+                work.append((wnid, path, readable_images(index_dir, wnid)))
+        if kept:
+            ctx.log(f"[detect] resuming: {kept} category shards already finished")
+        total = sum(len(items) for _, _, items in work)
+        detector = self.make_detector(ctx.cfg)  # also when resuming: the record lists its class names
+        bar = tqdm(total=total, desc="detect", unit="img", disable=not ctx.progress)
+        t0, done = time.perf_counter(), 0
+        for _wnid, path, items in work:
+            by_status: dict[str, int] = {}
+            with ShardWriter(path, SCHEMA, ctx.fingerprint, self.schema_version) as writer:
+                for batch in iter_decoded_batches(ctx.data_root, items, d.batch, d.decode_workers,
+                                                  d.prefetch_batches, d.max_pixels):
+                    decoded = [b for b in batch if b.rgb is not None]
+                    results = dict(zip([b.image_id for b in decoded], detector.detect([b.rgb for b in decoded]),
+                                       strict=True))
+                    for b in batch:
+                        dets = results.get(b.image_id) or ImageDetections.failed(b.error or "not decoded")
+                        rows = detection_rows(b.image_id, dets, detector.class_names)
+                        writer.write_many(rows)
+                        for r in rows:
+                            by_status[r["status"]] = by_status.get(r["status"], 0) + 1
+                    done += len(batch)
+                    bar.update(len(batch))
+                    ctx.report_progress(done, total)
+            counts.append(by_status)
+        bar.close()
+        elapsed = time.perf_counter() - t0
+        by_status = merge_counts(counts)
+        extra: dict[str, Any] = {
+            "images_detected": done, "images_per_s": round(done / elapsed, 2) if done else None,
+            "class_names": detector.class_names, "has_masks": detector.has_masks,
+            "device": getattr(detector, "device", None), "half": getattr(detector, "half", None),
+        }
+        summary = [{"status": k, "rows": v} for k, v in sorted(by_status.items())]
+        return StageOutput(sum(by_status.values()), by_status, shards, kept, extra, summary)
