@@ -212,3 +212,19 @@ def test_interrupted_detect_resumes_at_the_unfinished_shard(demo_project: dict, 
     record = {r.stage: r.record for r in results}["detect"]
     assert record.extra["shards_skipped"] == 2 and record.shards == 6
     assert all(p.stat().st_mtime_ns == t for p, t in finished.items())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_gpu_half_precision_matches_cpu(synth: Path) -> None:
+    from sc_imagenet.io.images import load_rgb
+
+    gt = load_groundtruth(synth)
+    images = [load_rgb(synth / p) for p in gt.images.rel_path[:16]]
+    cpu = create_detector("ultralytics", weights=DEMO_WEIGHTS, imgsz=320, device="cpu").detect(images)
+    gpu_det = create_detector("ultralytics", weights=DEMO_WEIGHTS, imgsz=320, device="auto")
+    assert gpu_det.device == "cuda:0" and gpu_det.half
+    gpu = gpu_det.detect(images)
+    for a, b in zip(cpu, gpu, strict=True):
+        if len(a) and a.conf[0] > 0.5:
+            assert len(b) and _iou(a.boxes[0], b.boxes[0]) > 0.9 and abs(a.conf[0] - b.conf[0]) < 0.05
