@@ -1,10 +1,11 @@
 """Single-instance precision/recall of a detector on synthetic images with known instance counts.
 
-    .venv/bin/python -m sc_imagenet.detect.evaluate --weights models/demo-yolo-seg.pt --seed 7
+    .venv/bin/python -m sc_imagenet.detect.evaluate            # demo weights, demo profile's threshold, seed 7
 
 Generates a fresh synthetic dataset (seed < 1000: never seen by the demo detector's training), runs
-the detector on every readable object image and compares the policy's keep decision with
-"the ground truth has exactly one instance".
+the detector exactly as the `detect` stage does on every readable object image and compares the
+policy's keep decision with "the ground truth has exactly one instance". Prints precision/recall
+at each requested threshold (default: the demo profile's and the paper's 0.9).
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from sc_imagenet.detect.offline import load_yolo
+from sc_imagenet.config import load_config
+from sc_imagenet.detect.backends import create_detector
 from sc_imagenet.detect.policy import decide
+from sc_imagenet.detect.prefetch import iter_decoded_batches
+from sc_imagenet.io.weights import resolve_weights
 from sc_imagenet.synth import SynthConfig, generate_dataset, load_groundtruth
 
 UNREADABLE = {"truncated", "zero_byte"}
@@ -33,32 +37,37 @@ def precision_recall(keep: np.ndarray, truth: np.ndarray) -> dict[str, float]:
             "images": int(keep.size), "true_single": int(truth.sum())}
 
 
-def evaluate_single_instance(weights: Path, root: Path, threshold: float = 0.9, imgsz: int = 320,
-                             device: str = "cpu", batch: int = 32) -> dict[str, Any]:
+def evaluate_single_instance(weights: Path, root: Path, thresholds: list[float], imgsz: int = 320,
+                             device: str = "cpu", batch: int = 16) -> list[dict[str, Any]]:
     gt = load_groundtruth(root)
     imgs = gt.images[(gt.images.kind == "object") & ~gt.images.broken.isin(list(UNREADABLE))]
-    model = load_yolo(weights)
-    keep, truth, reasons = [], [], {}
-    paths = [str(root / p) for p in imgs.rel_path]
-    for start in range(0, len(paths), batch):
-        results = model.predict(paths[start:start + batch], imgsz=imgsz, conf=0.05, device=device, verbose=False)
-        for r in results:
-            h, w = r.orig_shape
-            xyxy = r.boxes.xyxy.cpu().numpy()
-            area = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1]) / float(h * w)
-            d = decide(r.boxes.conf.cpu().numpy(), area, threshold=threshold)
-            keep.append(d.keep)
-            reasons[d.reason] = reasons.get(d.reason, 0) + 1
-    truth = (imgs.n_instances.to_numpy() == 1)
-    return {**precision_recall(np.array(keep), truth), "threshold": threshold, "reasons": reasons}
+    detector = create_detector("ultralytics", weights=weights, imgsz=imgsz, device=device)
+    items = list(zip(imgs.image_id, imgs.rel_path, strict=True))
+    per_image = []  # (conf, box area fraction) per image, in order
+    for batch_imgs in iter_decoded_batches(root, items, batch):
+        for d, dets in zip(batch_imgs, detector.detect([b.rgb for b in batch_imgs]), strict=True):
+            h, w = d.rgb.shape[:2]
+            b = dets.boxes
+            per_image.append((dets.conf, (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) / float(h * w)))
+    truth = imgs.n_instances.to_numpy() == 1
+    out = []
+    for t in thresholds:
+        decisions = [decide(conf, area, threshold=t) for conf, area in per_image]
+        reasons: dict[str, int] = {}
+        for dec in decisions:
+            reasons[dec.reason] = reasons.get(dec.reason, 0) + 1
+        keep = np.array([dec.keep for dec in decisions])
+        out.append({"threshold": t, **precision_recall(keep, truth), "reasons": reasons})
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--weights", type=Path, default=Path("models/demo-yolo-seg.pt"))
+    ap.add_argument("--weights", default="demo-yolo-seg", help="registry name or .pt path")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--images-per-category", type=int, default=60)
-    ap.add_argument("--threshold", type=float, default=0.9)
+    ap.add_argument("--threshold", type=float, nargs="+",
+                    default=[load_config("demo").single_instance.threshold, 0.9])
     ap.add_argument("--imgsz", type=int, default=320)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
@@ -68,8 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp) / "synth"
         generate_dataset(root, SynthConfig(seed=args.seed, images_per_category=args.images_per_category),
                          progress=False)
-        result = evaluate_single_instance(args.weights, root, args.threshold, args.imgsz, args.device)
-    print(json.dumps(result, indent=2))
+        weights, _ = resolve_weights("detectors", args.weights, "--weights")
+        results = evaluate_single_instance(weights, root, args.threshold, args.imgsz, args.device)
+    print(json.dumps(results, indent=2))
+    for r in results:
+        print(f"threshold {r['threshold']:.2f}: precision {r['precision']:.3f}  recall {r['recall']:.3f}  "
+              f"({r['images']} object images, {r['true_single']} truly single-instance)")
     return 0
 
 
