@@ -31,6 +31,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/index.py
+	$(BIN)/python benchmarks/detect.py --batch 1 16
 
 clean:
 	rm -rf builds .prefect .pytest_cache

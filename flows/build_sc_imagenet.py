@@ -25,6 +25,7 @@ from sc_imagenet.config import load_config, write_resolved_config
 from sc_imagenet.io.locks import BuildLock
 from sc_imagenet.paths import default_builds_dir
 from sc_imagenet.reporting import build_summary_rows, markdown_table
+from sc_imagenet.stages import STAGES
 
 FLOW_NAME = "build-sc-imagenet"
 
@@ -38,16 +39,23 @@ def data_task(plan: BuildPlan) -> dict[str, Any]:
     return ensure_data(plan, get_run_logger().info, _show_progress())
 
 
-class _ProgressArtifact:
-    """A Prefect UI progress bar for one stage, updated at most once per percent."""
+def artifact_key(*parts: str) -> str:
+    """Prefect artifact keys allow only lowercase letters, digits and dashes."""
+    return "-".join(parts).lower().replace("_", "-")
 
-    def __init__(self, name: str) -> None:
-        self.artifact_id = create_progress_artifact(0.0, key=f"{name}-progress", description=f"`{name}` progress")
+
+class _ProgressArtifact:
+    """A Prefect UI progress bar for one stage, updated at most every `step` percent."""
+
+    def __init__(self, name: str, step: int = 5) -> None:
+        self.artifact_id = create_progress_artifact(0.0, key=artifact_key(name, "progress"),
+                                                    description=f"`{name}` progress")
+        self.step = step
         self.last = 0
 
     def __call__(self, fraction: float) -> None:
         percent = int(fraction * 100)
-        if percent > self.last:
+        if percent >= self.last + self.step or (percent == 100 and self.last < 100):
             self.last = percent
             update_progress_artifact(self.artifact_id, float(percent))
 
@@ -57,7 +65,7 @@ def stage_task(plan: BuildPlan, name: str) -> dict[str, Any]:
     result = execute_stage(plan, name, get_run_logger().info, _show_progress(), _ProgressArtifact(name))
     if result.summary:
         create_table_artifact(
-            key=f"{name}-summary",
+            key=artifact_key(name, "summary"),
             table=result.summary,
             description=f"`{name}`: {'skipped (complete)' if result.skipped else 'ran'} — "
             f"{result.record.rows} rows, {result.record.rows_by_status}",
@@ -96,7 +104,7 @@ def build_sc_imagenet(
     with BuildLock(plan.out_dir):
         data_task(plan)
         write_resolved_config(plan.cfg, plan.out_dir, plan.profile)
-        results = [stage_task(plan, name) for name in plan.stages]
+        results = [stage_task.with_options(tags=list(STAGES[name].tags))(plan, name) for name in plan.stages]
     rows = build_summary_rows(plan.out_dir)
     create_markdown_artifact(key="build-summary", markdown=markdown_table(rows),
                              description=f"sc-imagenet build at {plan.out_dir}")

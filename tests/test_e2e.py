@@ -48,7 +48,7 @@ def test_demo_deployment_then_rerun_skips(prefect: LocalPrefect, tmp_path: Path)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "Completed" in first.stdout
     status = _status(out, env)
-    for stage in ("categories", "index"):
+    for stage in ("categories", "index", "detect", "single_instance"):
         assert status[stage]["state"] == "complete" and status[stage]["rows"] > 0
         assert Path(status[stage]["path"]).is_dir()
     cats = read_manifest(out / "manifests" / "categories").to_pandas()
@@ -58,6 +58,9 @@ def test_demo_deployment_then_rerun_skips(prefect: LocalPrefect, tmp_path: Path)
     assert {"truncated", "empty"} <= set(index.status)
     assert {"CMYK", "L"} <= set(index["mode"]) and "PNG" in set(index["format"])
     assert (out / "data" / "_groundtruth" / "meta.json").exists()
+    single = read_manifest(out / "manifests" / "single_instance").to_pandas()
+    assert len(single) == len(index) and 0.6 < single.keep.mean() < 0.95
+    assert single[single.keep].mask_poly.map(len).min() >= 6  # kept images carry their instance mask
     assert (out / "config.resolved.yaml").exists()
     before = {p: p.stat().st_mtime_ns for p in (out / "manifests").rglob("*") if p.is_file()}
 
@@ -87,7 +90,8 @@ def test_killed_index_resumes_without_redoing_shards(prefect: LocalPrefect, tmp_
         "index": {"workers": 1, "verify": "full"},
     }))
     out = tmp_path / "out"
-    cmd = [str(BIN / "sc-imagenet"), "build", "--config", str(profile), "--out", str(out)]
+    cmd = [str(BIN / "sc-imagenet"), "build", "--config", str(profile), "--out", str(out),
+           "--stages", "categories,index"]
     env = prefect.env()
     index_dir = out / "manifests" / "index"
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

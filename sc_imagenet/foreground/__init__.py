@@ -16,12 +16,13 @@ from sc_imagenet.foreground.base import (
     foreground_names,
     register_foreground,
 )
-from sc_imagenet.foreground.geometry import box_mask, ones_mask, polygon_mask, scale_points
+from sc_imagenet.foreground.geometry import box_mask, ones_mask, polygon_mask, resample_mask, scale_points
 from sc_imagenet.foreground.provider import MANIFEST_COLUMNS, ForegroundProvider
-from sc_imagenet.foreground.saliency import SALIENCY_METHODS, binarize, normalize01, saliency_mask
+from sc_imagenet.foreground.saliency import DEFAULT_BLUR, SALIENCY_METHODS, binarize, normalize01, saliency_mask
 from sc_imagenet.foreground.sources import BoxSource, DetectorMaskSource, NoneSource, SaliencySource
 
 __all__ = [
+    "DEFAULT_BLUR",
     "FOREGROUND_SOURCES",
     "MANIFEST_COLUMNS",
     "SALIENCY_METHODS",
@@ -40,6 +41,7 @@ __all__ = [
     "ones_mask",
     "polygon_mask",
     "register_foreground",
+    "resample_mask",
     "saliency_mask",
     "scale_points",
 ]

@@ -56,20 +56,21 @@ class SaliencySource(ForegroundSource):
     """OpenCV's weight-free static saliency, optionally binarised.
 
     method: "spectral_residual" or "fine_grained". binarize: "otsu", a float threshold in [0, 1],
-    or None for the soft map. blur: Gaussian sigma as a fraction of the shorter image side.
+    or None for the soft map. blur: Gaussian sigma as a fraction of the shorter image side (None: the
+    method's tuned default, `DEFAULT_BLUR`).
     """
 
     needs_image = True
 
     def __init__(self, method: str = "spectral_residual", binarize: str | float | None = "otsu",
-                 blur: float = 0.0) -> None:
+                 blur: float | None = None) -> None:
         if method not in SALIENCY_METHODS:
             raise ValueError(f"unknown saliency method {method!r}; known: {sorted(SALIENCY_METHODS)}")
         if isinstance(binarize, str) and binarize != "otsu":
             raise ValueError(f"binarize must be 'otsu', a float threshold or None, got {binarize!r}")
         self.method = method
         self.binarize = binarize
-        self.blur = float(blur)
+        self.blur = blur
 
     def mask(self, out_hw: tuple[int, int], *, image: np.ndarray | None = None,
              record: DetectionRecord | None = None) -> np.ndarray:

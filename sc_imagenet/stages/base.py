@@ -64,6 +64,7 @@ class Stage(ABC):
     schema_version: ClassVar[int]
     inputs: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
+    tags: ClassVar[tuple[str, ...]] = ()  # e.g. ("gpu",): Prefect task tags, for concurrency limits / Dask resources
 
     @abstractmethod
     def fingerprint_payload(self, cfg: BuildConfig, data_root: Path) -> dict[str, Any]:

@@ -67,6 +67,7 @@ class DetectStage(Stage):
     schema_version = 1
     inputs = ("index",)
     description = "object detection (ultralytics), every detection above detect.conf_floor"
+    tags = ("gpu",)
 
     def fingerprint_payload(self, cfg: BuildConfig, data_root: Path) -> dict[str, Any]:
         d = cfg.detect
