@@ -34,6 +34,22 @@ class StageContext:
     log: Callable[[str], None] = print
     on_progress: Callable[[float], None] | None = None  # fraction done in [0, 1] (a UI progress bar)
 
+    def split_shards(self, wnids: list[str], status_column: str = "status") -> ShardSplit:
+        """Per-category resume: which shards an interrupted run already finished (with their row
+        counts per status) and which categories still need work."""
+        split = ShardSplit()
+        for wnid in wnids:
+            path = self.shard(wnid)
+            split.shards.append(path)
+            if self.shard_done(path):
+                split.done[wnid] = count_statuses(path, status_column)[1]
+            else:
+                split.todo.append((wnid, path))
+        if split.done:
+            self.log(f"[{self.stage_dir.name}] resuming: {len(split.done)} of {len(wnids)} category "
+                     "shards already finished")
+        return split
+
     def report_progress(self, done: int, total: int) -> None:
         if self.on_progress is not None and total > 0:
             self.on_progress(done / total)
@@ -44,6 +60,13 @@ class StageContext:
     def shard_done(self, path: Path) -> bool:
         """True if `path` was already written by a run with this exact fingerprint (resume)."""
         return shard_is_current(path, self.fingerprint)
+
+
+@dataclass
+class ShardSplit:
+    shards: list[Path] = field(default_factory=list)  # every shard of the output, in wnid order
+    done: dict[str, dict[str, int]] = field(default_factory=dict)  # wnid → rows per status of finished shards
+    todo: list[tuple[str, Path]] = field(default_factory=list)  # (wnid, shard path) still to write
 
 
 @dataclass

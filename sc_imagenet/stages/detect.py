@@ -22,7 +22,7 @@ from sc_imagenet.detect.prefetch import iter_decoded_batches
 from sc_imagenet.detect.types import ImageDetections
 from sc_imagenet.io.manifest import ShardWriter, list_shards, shard_path
 from sc_imagenet.io.weights import WeightsError, resolve_weights, weights_sha256
-from sc_imagenet.stages.base import Stage, StageContext, StageOutput, count_statuses, merge_counts, register_stage
+from sc_imagenet.stages.base import Stage, StageContext, StageOutput, merge_counts, register_stage
 
 SCHEMA = pa.schema([
     ("image_id", pa.string()),
@@ -88,17 +88,9 @@ class DetectStage(Stage):
     def run(self, ctx: StageContext) -> StageOutput:
         d = ctx.cfg.detect
         index_dir = ctx.inputs["index"]
-        shards, counts, kept, work = [], [], 0, []
-        for wnid in category_shards(index_dir):
-            path = ctx.shard(wnid)
-            shards.append(path)
-            if ctx.shard_done(path):
-                counts.append(count_statuses(path)[1])
-                kept += 1
-            else:
-                work.append((wnid, path, readable_images(index_dir, wnid)))
-        if kept:
-            ctx.log(f"[detect] resuming: {kept} category shards already finished")
+        split = ctx.split_shards(category_shards(index_dir))
+        counts = list(split.done.values())
+        work = [(wnid, path, readable_images(index_dir, wnid)) for wnid, path in split.todo]
         total = sum(len(items) for _, _, items in work)
         detector = self.make_detector(ctx.cfg)  # also when resuming: the record lists its class names
         bar = tqdm(total=total, desc="detect", unit="img", disable=not ctx.progress)
@@ -130,4 +122,4 @@ class DetectStage(Stage):
             "device": getattr(detector, "device", None), "half": getattr(detector, "half", None),
         }
         summary = [{"status": k, "rows": v} for k, v in sorted(by_status.items())]
-        return StageOutput(sum(by_status.values()), by_status, shards, kept, extra, summary)
+        return StageOutput(sum(by_status.values()), by_status, split.shards, len(split.done), extra, summary)

@@ -19,7 +19,6 @@ from sc_imagenet.stages.base import (
     Stage,
     StageContext,
     StageOutput,
-    count_statuses,
     merge_counts,
     register_stage,
 )
@@ -45,20 +44,10 @@ class IndexStage(Stage):
                              filter=pc.field("keep"))
         wnids = sorted(cats.column("wnid").to_pylist())
         icfg = ctx.cfg.index
-        shards, results, kept = [], [], 0
-        todo: list[ScanTask] = []
-        for wnid in wnids:
-            path = ctx.shard(wnid)
-            shards.append(path)
-            if ctx.shard_done(path):
-                rows, by_status = count_statuses(path)
-                results.append(ScanResult(wnid, rows, by_status))
-                kept += 1
-                continue
-            todo.append(ScanTask(wnid, ctx.data_root / wnid, ctx.data_root, path, ctx.fingerprint,
-                                 self.schema_version, icfg.verify, icfg.max_pixels, icfg.row_group_size))
-        if kept:
-            ctx.log(f"[index] resuming: {kept} of {len(wnids)} category shards already finished")
+        split = ctx.split_shards(wnids)
+        results = [ScanResult(wnid, sum(c.values()), c) for wnid, c in split.done.items()]
+        todo = [ScanTask(wnid, ctx.data_root / wnid, ctx.data_root, path, ctx.fingerprint, self.schema_version,
+                         icfg.verify, icfg.max_pixels, icfg.row_group_size) for wnid, path in split.todo]
         workers = resolve_workers(icfg.workers, len(todo))
         bar = tqdm(total=len(todo), desc="index", unit="category", disable=not ctx.progress)
         if workers == 1 or len(todo) <= 1:
@@ -81,4 +70,4 @@ class IndexStage(Stage):
         summary = [{"wnid": r.wnid, "files": r.rows, "ok": r.by_status.get("ok", 0),
                     "bad": r.rows - r.by_status.get("ok", 0)} for r in sorted(results, key=lambda r: r.wnid)]
         extra = {"categories": len(wnids), "workers": workers, "bad_by_reason": bad}
-        return StageOutput(rows, by_status, shards, shards_skipped=kept, extra=extra, summary=summary)
+        return StageOutput(rows, by_status, split.shards, len(split.done), extra, summary)

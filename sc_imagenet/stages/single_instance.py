@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from sc_imagenet.config import BuildConfig, ConfigError
 from sc_imagenet.detect.policy import decide
 from sc_imagenet.io.manifest import ShardWriter, read_stage_record, shard_path
-from sc_imagenet.stages.base import Stage, StageContext, StageOutput, count_statuses, merge_counts, register_stage
+from sc_imagenet.stages.base import Stage, StageContext, StageOutput, merge_counts, register_stage
 from sc_imagenet.stages.detect import category_shards
 
 SCHEMA = pa.schema([
@@ -85,14 +85,9 @@ class SingleInstanceStage(Stage):
             if unknown:
                 raise ConfigError(f"single_instance.classes: {unknown} are not classes of the detector "
                                   f"(it knows {sorted(names)})")
-        shards, counts, kept = [], [], 0
-        for wnid in category_shards(ctx.inputs["index"]):
-            path = ctx.shard(wnid)
-            shards.append(path)
-            if ctx.shard_done(path):
-                counts.append(count_statuses(path, "reason")[1])
-                kept += 1
-                continue
+        split = ctx.split_shards(category_shards(ctx.inputs["index"]), status_column="reason")
+        counts = list(split.done.values())
+        for wnid, path in split.todo:
             index_rows = pq.read_table(shard_path(ctx.inputs["index"], wnid),
                                        columns=["image_id", "rel_path", "width", "height", "status"]).to_pylist()
             det_rows = pq.read_table(shard_path(detect_dir, wnid)).to_pylist()
@@ -106,4 +101,4 @@ class SingleInstanceStage(Stage):
         extra = {"kept": n_kept, "kept_fraction": round(n_kept / total, 4) if total else 0.0,
                  "threshold": s.threshold}
         summary = [{"reason": k, "images": v} for k, v in sorted(by_status.items())]
-        return StageOutput(total, by_status, shards, kept, extra, summary)
+        return StageOutput(total, by_status, split.shards, len(split.done), extra, summary)

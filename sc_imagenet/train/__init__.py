@@ -1,0 +1,1 @@
+"""Training the cascaded generator: pair sampling, the loop, checkpoints, multi-GPU launch."""
