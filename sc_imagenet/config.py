@@ -97,6 +97,54 @@ class SingleInstanceConfig(StrictModel):
     )
 
 
+class MVAMConfig(StrictModel):
+    dim: int = Field(128, ge=8, le=2048, description="Gated cross-attention width.")
+    heads: int = Field(4, ge=1, le=64)
+    agg_channels: int = Field(16, ge=1, le=256, description="Channels of the 4D window attention.")
+    window: int = Field(2, ge=1, le=8, description="4D attention window (cells per dimension).")
+    depth: int = Field(1, ge=0, le=8, description="4D window attention blocks.")
+    downsample: int = Field(2, ge=1, le=8, description="4D downsampling factor before aggregation.")
+    use_aggregation: bool = True
+
+
+class TrainConfig(StrictModel):
+    """The cascaded pseudo-label generator (paper §3.1–3.3). Ablation switches map to Tables 4–5."""
+
+    backbone: str = Field("ibot-vit-base-16", description="Backbone registry name (dense-sift needs no weights).")
+    backbone_checkpoint: str | None = Field(
+        None, description="models/registry.yaml backbones entry or a local checkpoint path (ViT backbones)."
+    )
+    input_size: int = Field(512, ge=32, le=2048, description="Square network input of the image level (paper 512).")
+    region_input_size: int = Field(160, ge=16, le=1024, description="Square network input of a region crop.")
+    levels: list[Literal["image", "region", "pixel"]] = Field(
+        default_factory=lambda: ["image", "region", "pixel"], min_length=1, description="Cascade levels (Table 5)."
+    )
+    foreground: str = Field(
+        "detector_mask", description="Foreground source (detector_mask, box, saliency, none = off; Table 4 II)."
+    )
+    use_rhm: bool = Field(True, description="Regularized Hough matching in PMPS (Table 4 III).")
+    rhm_L: int = Field(5, ge=1, le=31, description="RHM hyperpixel/neighbourhood length L (Table 4 IV–VI).")
+    shared_attention: bool = Field(False, description="One MVAM shared by all levels (Table 4 VII).")
+    window: int = Field(5, ge=1, le=15, description="Region size in image-level cells (paper 5×5).")
+    region_pairs: int = Field(8, ge=1, le=256, description="Suspected matches (regions) per pair at image level.")
+    pixel_pairs: int = Field(16, ge=1, le=256, description="Pseudo-labels per pair for the pixel level (paper 16).")
+    lambdas: tuple[float, float, float] = Field((1.0, 1.0, 1.0), description="λ1, λ2, λ3 of Eq. 3.")
+    temperature: float = Field(10.0, gt=0, le=1000, description="Logit scale of the pixel-level BCE.")
+    mvam: MVAMConfig = Field(default_factory=MVAMConfig)
+    lr: float = Field(3e-5, gt=0, le=10, description="SGD learning rate (paper 3e-5).")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (paper 0.9).")
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    batch_size: int = Field(4, ge=2, le=1024, description="Pairs per step and GPU (≥ 2: batch shifting).")
+    epochs: int = Field(1, ge=1, le=1000)
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    log_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(200, ge=1)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$")
+    amp: bool | Literal["auto"] = Field("auto", description="bf16 autocast; auto = on GPU only.")
+    cache_features: bool = Field(True, description="Keep image-level features in memory across epochs.")
+    eval_pairs: int = Field(100, ge=0, le=100000, description="Held-out synthetic pairs for PCK (synthetic data only).")
+
+
 class BuildConfig(StrictModel):
     """The whole build. One section per stage; each stage's fingerprint covers only its own section
     (plus the shared fields it declares), so changing one stage's settings never reruns upstream work."""
@@ -107,6 +155,7 @@ class BuildConfig(StrictModel):
     index: IndexConfig = Field(default_factory=IndexConfig)
     detect: DetectConfig = Field(default_factory=DetectConfig)
     single_instance: SingleInstanceConfig = Field(default_factory=SingleInstanceConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
 
 class ConfigError(ValueError):

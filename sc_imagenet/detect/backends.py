@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from sc_imagenet.detect.types import ImageDetections
+from sc_imagenet.devices import resolve_device
 
 
 class Detector(ABC):
@@ -38,19 +39,6 @@ def create_detector(name: str, **kwargs: Any) -> Detector:
     if name not in DETECTORS:
         raise ValueError(f"unknown detector backend {name!r}; known: {sorted(DETECTORS)}")
     return DETECTORS[name](**kwargs)
-
-
-def resolve_device(device: str) -> str:
-    """`auto` → `cuda:0` when CUDA is available, else `cpu`; `cuda` → `cuda:0`; anything else as given."""
-    import torch
-
-    if device == "auto":
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        return "cuda:0"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"detect.device={device!r} but CUDA is not available on this machine")
-    return device
 
 
 @register_detector

@@ -1,0 +1,245 @@
+"""The three-level cascade (paper §3.2, Fig. 3): image level → region level → pixel level.
+
+Training step on a batch of B same-category pairs (different categories across the batch):
+
+1. image level: `v_I = MVAM_I(F_s, F_t)`; negatives by batch shifting (target of the next pair);
+   loss L_I = Eq. 2. PMPS on `v_I` (foreground-constrained, RHM) picks `region_pairs` suspected
+   matches per pair; a `window × window`-cell box around each becomes a region pair.
+2. region level: the region crops are re-encoded by the backbone at `region_input_size` (finer
+   grid), `v_R = MVAM_R(...)`, negatives by shifting regions to the next image pair, loss L_R =
+   Eq. 2; the best cell pair of each positive region volume (foreground only) is mapped back to
+   image pixels, NMS keeps `pixel_pairs` per image pair.
+3. pixel level: `v_P = MVAM_P(F_s, F_t)` trained with BCE towards those pairs (L_P).
+
+Total: λ1 L_I + λ2 L_R + λ3 L_P (Eq. 3). Each level has its own MVAM unless `shared_attention`
+(Table 4 VII). Supervision flowing down the cascade is detached: each level learns from the
+selections of the level above, as in the paper's MIL scheme.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from sc_imagenet.matching.backbones.base import Backbone, Features
+from sc_imagenet.matching.geometry import index_to_pixels, pixels_to_grid, pixels_to_index
+from sc_imagenet.matching.losses import contrastive_loss, pixel_bce_loss
+from sc_imagenet.matching.mvam import MVAM
+from sc_imagenet.matching.pmps import PMPS, nms_pairs
+
+LEVELS = ("image", "region", "pixel")
+
+
+@dataclass(frozen=True)
+class CascadeSettings:
+    levels: tuple[str, ...] = LEVELS
+    window: int = 5  # region size in image-level cells (paper: 5×5)
+    region_pairs: int = 8  # suspected matches (regions) per image pair
+    pixel_pairs: int = 16  # pseudo-labels per image pair for the pixel level (paper: 16)
+    use_foreground: bool = True
+    use_rhm: bool = True
+    rhm_L: int = 5
+    shared_attention: bool = False
+    lambdas: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    temperature: float = 10.0
+    mvam: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = [lvl for lvl in self.levels if lvl not in LEVELS]
+        if unknown or not self.levels:
+            raise ValueError(f"levels must be a non-empty subset of {LEVELS}, got {self.levels}")
+        if self.levels == ("region",) or self.levels == ("pixel",) or self.levels == ("region", "pixel"):
+            raise ValueError("the image level is needed: it is the only level supervised by image labels alone")
+
+    @property
+    def dense_level(self) -> str:
+        """The level whose volume the predictor uses: pixel if trained, else image."""
+        return "pixel" if "pixel" in self.levels else "image"
+
+
+@dataclass
+class PairBatch:
+    """B image pairs. Images RGB uint8 `(H, W, 3)`; features from the image-level backbone;
+    foreground masks float32 `(H, W)` in [0, 1] at original resolution (None = no constraint)."""
+
+    src_images: Sequence[np.ndarray]
+    trg_images: Sequence[np.ndarray]
+    src: Features
+    trg: Features
+    src_fg: Sequence[np.ndarray] | None = None
+    trg_fg: Sequence[np.ndarray] | None = None
+
+
+def grid_masks(masks: Sequence[np.ndarray] | None, grid: tuple[int, int], device: torch.device) -> Tensor | None:
+    """Full-resolution masks → `(B, h, w)` fraction of each cell that is foreground."""
+    if masks is None:
+        return None
+    h, w = grid
+    out = [cv2.resize(np.asarray(m, np.float32), (w, h), interpolation=cv2.INTER_AREA) for m in masks]
+    return torch.from_numpy(np.stack(out)).to(device)
+
+
+def window_box(center_xy: np.ndarray, cell_wh: tuple[float, float], window: int, hw: tuple[int, int]) -> tuple[int, ...]:
+    """Integer pixel box `[x0, y0, x1, y1)` of `window` cells around a point, shifted inside the image."""
+    H, W = hw
+    bw = min(W, max(2, round(window * cell_wh[0])))
+    bh = min(H, max(2, round(window * cell_wh[1])))
+    x0 = int(np.clip(round(center_xy[0] - bw / 2), 0, W - bw))
+    y0 = int(np.clip(round(center_xy[1] - bh / 2), 0, H - bh))
+    return x0, y0, x0 + bw, y0 + bh
+
+
+class CascadeGenerator(nn.Module):
+    """The trainable part (MVAMs; the backbone stays outside, frozen)."""
+
+    def __init__(self, in_dim: int, settings: CascadeSettings) -> None:
+        super().__init__()
+        self.settings = settings
+        make = lambda: MVAM(in_dim, **settings.mvam)  # noqa: E731
+        shared = make() if settings.shared_attention else None
+        self.mvam = nn.ModuleDict({lvl: shared if shared is not None else make() for lvl in settings.levels})
+        self.pmps = PMPS(L=settings.rhm_L, use_hough=settings.use_rhm)
+
+    def volume(self, level: str, src: Features, trg: Features, trg_perm: Tensor | None = None) -> Tensor:
+        """`(B, h_s, w_s, h_t, w_t)` volume of a level; `trg_perm` reorders the targets (negatives)."""
+        t_tok, t_glob = trg.tokens, trg.global_token
+        if trg_perm is not None:
+            t_tok, t_glob = t_tok[trg_perm], t_glob[trg_perm]
+        return self.mvam[level](src.tokens, t_tok, src.global_token, t_glob, src.grid, trg.grid)
+
+    def training_losses(self, batch: PairBatch, region_backbone: Backbone | None) -> dict[str, Tensor]:
+        s = self.settings
+        B = batch.src.tokens.shape[0]
+        if B < 2:
+            raise ValueError("batch shifting needs at least 2 pairs per batch")
+        device = batch.src.tokens.device
+        use_fg = s.use_foreground and batch.src_fg is not None
+        fg_s = grid_masks(batch.src_fg, batch.src.grid, device) if use_fg else None
+        fg_t = grid_masks(batch.trg_fg, batch.trg.grid, device) if use_fg else None
+        shift = torch.roll(torch.arange(B, device=device), -1)
+        losses: dict[str, Tensor] = {}
+
+        v_pos = self.volume("image", batch.src, batch.trg)
+        v_neg = self.volume("image", batch.src, batch.trg, shift)
+        losses["image"] = contrastive_loss(v_pos, v_neg, fg_s, fg_t, None if fg_t is None else fg_t[shift])
+
+        k_sup = s.region_pairs if "region" in s.levels else s.pixel_pairs
+        sel = self.pmps(v_pos.detach(), k_sup, fg_s, fg_t, nms_radius=s.window / 2)
+        src_hw = [img.shape[:2] for img in batch.src_images]
+        trg_hw = [img.shape[:2] for img in batch.trg_images]
+        pairs = [self._cells_to_pixels(sel, b, batch.src.grid, batch.trg.grid, src_hw[b], trg_hw[b]) for b in range(B)]
+
+        if "region" in s.levels:
+            if region_backbone is None:
+                raise ValueError("the region level needs a region backbone")
+            losses["region"], pairs = self._region_level(batch, pairs, region_backbone, use_fg)
+        if "pixel" in s.levels:
+            src_idx, trg_grid, valid = self._pixel_targets(pairs, batch.src.grid, batch.trg.grid, src_hw, trg_hw, device)
+            v_pix = self.volume("pixel", batch.src, batch.trg)
+            losses["pixel"] = pixel_bce_loss(v_pix, src_idx, trg_grid, valid, s.temperature)
+        weights = dict(zip(LEVELS, s.lambdas, strict=True))
+        losses["total"] = sum(weights[k] * v for k, v in losses.items())
+        return losses
+
+    @staticmethod
+    def _cells_to_pixels(sel: dict[str, Tensor], b: int, grid_s: tuple[int, int], grid_t: tuple[int, int],
+                         hw_s: tuple[int, int], hw_t: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ok = (sel["src_idx"][b] >= 0).cpu().numpy()
+        si = sel["src_idx"][b].cpu().numpy()[ok]
+        ti = sel["trg_idx"][b].cpu().numpy()[ok]
+        return index_to_pixels(si, grid_s, hw_s), index_to_pixels(ti, grid_t, hw_t), sel["score"][b].cpu().numpy()[ok]
+
+    def _region_level(self, batch: PairBatch, pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                      region_backbone: Backbone, use_fg: bool) -> tuple[Tensor, list]:
+        s = self.settings
+        B = len(pairs)
+        crops_s, crops_t, boxes, owner, fg_s, fg_t = [], [], [], [], [], []
+        for b, (sxy, txy, _) in enumerate(pairs):
+            hs, ws_ = batch.src_images[b].shape[:2]
+            ht, wt = batch.trg_images[b].shape[:2]
+            cell_s = (ws_ / batch.src.grid[1], hs / batch.src.grid[0])
+            cell_t = (wt / batch.trg.grid[1], ht / batch.trg.grid[0])
+            for k in range(len(sxy)):
+                bs = window_box(sxy[k], cell_s, s.window, (hs, ws_))
+                bt = window_box(txy[k], cell_t, s.window, (ht, wt))
+                crops_s.append(batch.src_images[b][bs[1]:bs[3], bs[0]:bs[2]])
+                crops_t.append(batch.trg_images[b][bt[1]:bt[3], bt[0]:bt[2]])
+                if use_fg:
+                    fg_s.append(batch.src_fg[b][bs[1]:bs[3], bs[0]:bs[2]])
+                    fg_t.append(batch.trg_fg[b][bt[1]:bt[3], bt[0]:bt[2]])
+                boxes.append((bs, bt))
+                owner.append(b)
+        device = batch.src.tokens.device
+        if len(set(owner)) < 2:  # no cross-pair negative possible: no region supervision this step
+            return batch.src.tokens.sum() * 0.0, pairs
+        rs, rt = region_backbone.encode(crops_s), region_backbone.encode(crops_t)
+        rs = Features(rs.tokens.to(device), rs.grid, rs.global_token.to(device))
+        rt = Features(rt.tokens.to(device), rt.grid, rt.global_token.to(device))
+        # negatives: each region's target is a region of the next image pair that has regions
+        order = sorted({*owner})
+        nxt = {b: order[(i + 1) % len(order)] for i, b in enumerate(order)}
+        first_of = {b: owner.index(b) for b in order}
+        neg = torch.tensor([first_of[nxt[b]] for b in owner], device=device)
+        gs = grid_masks(fg_s, rs.grid, device) if use_fg else None
+        gt = grid_masks(fg_t, rt.grid, device) if use_fg else None
+        v_pos = self.volume("region", rs, rt)
+        v_neg = self.volume("region", rs, rt, neg)
+        loss = contrastive_loss(v_pos, v_neg, gs, gt, None if gt is None else gt[neg])
+        # one best pixel pair per region (foreground only), back in image pixels
+        M = v_pos.shape[0]
+        v = v_pos.detach().reshape(M, -1, rt.grid[0] * rt.grid[1])
+        if gs is not None:
+            v = v.masked_fill((gs.reshape(M, -1, 1) <= 0.5) & (gs.reshape(M, -1, 1).amax(1, keepdim=True) > 0.5),
+                              float("-inf"))
+            v = v.masked_fill((gt.reshape(M, 1, -1) <= 0.5) & (gt.reshape(M, 1, -1).amax(2, keepdim=True) > 0.5),
+                              float("-inf"))
+        flat = v.reshape(M, -1).argmax(dim=1)
+        score = v.reshape(M, -1).gather(1, flat[:, None])[:, 0].cpu().numpy()
+        si = (flat // v.shape[2]).cpu().numpy()
+        ti = (flat % v.shape[2]).cpu().numpy()
+        out = []
+        for b in range(B):
+            rows = [m for m in range(M) if owner[m] == b]
+            if not rows:
+                out.append(pairs[b])
+                continue
+            sxy = np.stack([self._region_point(si[m], rs.grid, boxes[m][0]) for m in rows])
+            txy = np.stack([self._region_point(ti[m], rt.grid, boxes[m][1]) for m in rows])
+            sc = score[rows]
+            out.append(self._nms_top(sxy, txy, sc, batch, b))
+        return loss, out
+
+    @staticmethod
+    def _region_point(idx: int, grid: tuple[int, int], box: tuple[int, ...]) -> np.ndarray:
+        x0, y0, x1, y1 = box
+        return index_to_pixels(np.array([idx]), grid, (y1 - y0, x1 - x0))[0] + np.array([x0, y0], np.float32)
+
+    def _nms_top(self, sxy: np.ndarray, txy: np.ndarray, score: np.ndarray, batch: PairBatch, b: int) -> tuple:
+        hs, ws_ = batch.src_images[b].shape[:2]
+        radius = 0.5 * max(ws_ / batch.src.grid[1], hs / batch.src.grid[0])
+        keep = nms_pairs(torch.from_numpy(sxy)[None], torch.from_numpy(txy)[None], torch.from_numpy(score)[None],
+                         radius)[0].numpy()
+        order = np.argsort(-score[keep])[: self.settings.pixel_pairs]
+        return sxy[keep][order], txy[keep][order], score[keep][order]
+
+    @staticmethod
+    def _pixel_targets(pairs: list, grid_s: tuple[int, int], grid_t: tuple[int, int], src_hw: list, trg_hw: list,
+                       device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        K = max(1, max(len(p[0]) for p in pairs))
+        B = len(pairs)
+        src_idx = torch.zeros(B, K, dtype=torch.long)
+        trg_grid = torch.zeros(B, K, 2)
+        valid = torch.zeros(B, K, dtype=torch.bool)
+        for b, (sxy, txy, _) in enumerate(pairs):
+            n = len(sxy)
+            if n:
+                src_idx[b, :n] = torch.from_numpy(pixels_to_index(sxy, grid_s, src_hw[b]))
+                trg_grid[b, :n] = torch.from_numpy(pixels_to_grid(txy, grid_t, trg_hw[b]))
+                valid[b, :n] = True
+        return src_idx.to(device), trg_grid.to(device), valid.to(device)

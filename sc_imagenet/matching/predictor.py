@@ -1,0 +1,74 @@
+"""The trained generator as a predictor: what the `label` and `consistency` stages call.
+
+    gen = Generator(backbone, model)
+    src_xy, trg_xy, score = gen.match(src_rgb, trg_rgb, k=32)     # (k, 2), (k, 2), (k,) original pixels
+    grid, trg_xy = gen.flow(src_rgb, trg_rgb)                     # (h, w), (h*w, 2) target pixel per source cell
+
+Features are computed once per image (`features_for`), so a caller matching one image against
+many reuses them; the volume comes from the pixel level (or the image level if no pixel level was
+trained), PMPS regularises it (RHM) and picks one-to-one pairs, NMS spreads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from sc_imagenet.matching.backbones.base import Backbone, Features
+from sc_imagenet.matching.cascade import CascadeGenerator, grid_masks
+from sc_imagenet.matching.geometry import index_to_pixels
+from sc_imagenet.matching.pmps import hough_confidence
+
+
+class Generator:
+    def __init__(self, backbone: Backbone, model: CascadeGenerator, nms_cells: float = 1.0) -> None:
+        self.backbone = backbone
+        self.model = model.eval()
+        self.level = model.settings.dense_level
+        self.nms_cells = nms_cells
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def features_for(self, images: Sequence[np.ndarray]) -> Features:
+        f = self.backbone.encode(images)
+        return Features(f.tokens.to(self.device), f.grid, f.global_token.to(self.device))
+
+    @torch.no_grad()
+    def volume(self, src: Features, trg: Features) -> torch.Tensor:
+        """`(B, h_s, w_s, h_t, w_t)` refined volume, RHM-regularised when the model uses RHM."""
+        v = self.model.volume(self.level, src, trg)
+        if self.model.settings.use_rhm:
+            v = hough_confidence(v, L=self.model.settings.rhm_L)
+        return v
+
+    @torch.no_grad()
+    def match(self, src_rgb: np.ndarray, trg_rgb: np.ndarray, k: int = 32, fg_s: np.ndarray | None = None,
+              fg_t: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Top-k one-to-one matches in original pixels, foreground-constrained when masks are given."""
+        feats = self.features_for([src_rgb, trg_rgb])
+        src = Features(feats.tokens[:1], feats.grid, feats.global_token[:1])
+        trg = Features(feats.tokens[1:], feats.grid, feats.global_token[1:])
+        v = self.model.volume(self.level, src, trg)
+        gs = grid_masks(None if fg_s is None else [fg_s], src.grid, self.device)
+        gt = grid_masks(None if fg_t is None else [fg_t], trg.grid, self.device)
+        sel = self.model.pmps(v, k, gs, gt, nms_radius=self.nms_cells)
+        ok = (sel["src_idx"][0] >= 0).cpu().numpy()
+        src_xy = index_to_pixels(sel["src_idx"][0].cpu().numpy()[ok], src.grid, src_rgb.shape[:2])
+        trg_xy = index_to_pixels(sel["trg_idx"][0].cpu().numpy()[ok], trg.grid, trg_rgb.shape[:2])
+        return src_xy, trg_xy, sel["score"][0].cpu().numpy()[ok].astype(np.float32)
+
+    @torch.no_grad()
+    def flow(self, src_rgb: np.ndarray, trg_rgb: np.ndarray) -> tuple[tuple[int, int], np.ndarray]:
+        """For every source cell, the target pixel of its best match: `((h, w), (h*w, 2))`."""
+        feats = self.features_for([src_rgb, trg_rgb])
+        src = Features(feats.tokens[:1], feats.grid, feats.global_token[:1])
+        trg = Features(feats.tokens[1:], feats.grid, feats.global_token[1:])
+        v = self.volume(src, trg)[0]
+        h, w = src.grid
+        best = v.reshape(h * w, -1).argmax(dim=1).cpu().numpy()
+        return src.grid, index_to_pixels(best, trg.grid, trg_rgb.shape[:2])

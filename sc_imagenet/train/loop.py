@@ -1,0 +1,172 @@
+"""The training loop of the cascaded generator: deterministic, resumable, NaN-safe.
+
+Data come in as callables (image id → RGB, image id → foreground mask), so the loop knows nothing
+about manifests. The backbone is frozen; image-level features are computed once per image and kept
+(`cache_features`). A checkpoint holds model, optimizer, scheduler, position in the epoch, RNG
+states and the log rows so far, so a killed run resumes to exactly the parameters an uninterrupted
+run reaches.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sc_imagenet.config import TrainConfig
+from sc_imagenet.devices import resolve_device
+from sc_imagenet.io.checkpoints import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from sc_imagenet.matching.backbones import Backbone, Features, create_backbone
+from sc_imagenet.matching.cascade import CascadeGenerator, CascadeSettings, PairBatch
+from sc_imagenet.train.pairs import batches, epoch_pairs
+
+
+class TrainingDivergedError(RuntimeError):
+    """A non-finite loss: training stops and the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainData:
+    images_by_wnid: Mapping[str, Sequence[str]]
+    load_image: Callable[[str], np.ndarray]  # image id → RGB uint8 (H, W, 3)
+    load_fg: Callable[[str, tuple[int, int]], np.ndarray] | None = None  # (id, (H, W)) → float32 mask
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    steps: int
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: int | None = None
+
+
+def cascade_settings(cfg: TrainConfig) -> CascadeSettings:
+    return CascadeSettings(
+        levels=tuple(lvl for lvl in ("image", "region", "pixel") if lvl in cfg.levels), window=cfg.window,
+        region_pairs=cfg.region_pairs, pixel_pairs=cfg.pixel_pairs, use_foreground=cfg.foreground != "none",
+        use_rhm=cfg.use_rhm, rhm_L=cfg.rhm_L, shared_attention=cfg.shared_attention, lambdas=tuple(cfg.lambdas),
+        temperature=cfg.temperature, mvam=cfg.mvam.model_dump(),
+    )
+
+
+def make_backbones(cfg: TrainConfig, checkpoint: Path | None, device: str) -> tuple[Backbone, Backbone]:
+    """The image-level backbone and the region-level one (same weights, region input size)."""
+    kw: dict[str, Any] = {} if checkpoint is None else {"checkpoint": checkpoint}
+    image = create_backbone(cfg.backbone, input_size=cfg.input_size, **kw).to(device)
+    region = create_backbone(cfg.backbone, input_size=cfg.region_input_size, **kw).to(device)
+    return image, region
+
+
+class FeatureCache:
+    """Image-level features, computed once per image (never per pair)."""
+
+    def __init__(self, backbone: Backbone, load_image: Callable[[str], np.ndarray], keep: bool) -> None:
+        self.backbone, self.load_image, self.keep = backbone, load_image, keep
+        self.store: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.grid: tuple[int, int] | None = None
+
+    def get(self, ids: Sequence[str], images: Sequence[np.ndarray], device: torch.device) -> Features:
+        missing = [i for i, image_id in enumerate(ids) if image_id not in self.store]
+        fresh: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        if missing:
+            f = self.backbone.encode([images[i] for i in missing])
+            self.grid = f.grid
+            for j, i in enumerate(missing):
+                fresh[ids[i]] = (f.tokens[j].cpu(), f.global_token[j].cpu())
+            if self.keep:
+                self.store.update(fresh)
+        rows = [self.store.get(i) or fresh[i] for i in ids]
+        return Features(torch.stack([r[0] for r in rows]).to(device), self.grid,
+                        torch.stack([r[1] for r in rows]).to(device))
+
+
+def train_generator(cfg: TrainConfig, seed: int, data: TrainData, ckpt_dir: Path,
+                    backbone_checkpoint: Path | None = None, log: Callable[[str], None] = print,
+                    on_step: Callable[[int, int], None] | None = None) -> TrainResult:
+    """Train (or resume training) and return the final checkpoint. `on_step(step, total_steps)`."""
+    device = resolve_device(cfg.device)
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    backbone, region_backbone = make_backbones(cfg, backbone_checkpoint, device)
+    model = CascadeGenerator(backbone.out_dim, cascade_settings(cfg)).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)  # constant, as in the paper
+    amp = device.startswith("cuda") if cfg.amp == "auto" else bool(cfg.amp)
+    per_epoch = len(batches(epoch_pairs(data.images_by_wnid, seed, 0), cfg.batch_size))
+    if per_epoch == 0:
+        raise ValueError(f"not enough images for one batch of {cfg.batch_size} same-category pairs")
+    total = cfg.epochs * per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * per_epoch)
+    step, rows, resumed = 0, [], None
+    last = latest_checkpoint(ckpt_dir)
+    if last is not None:
+        state = load_checkpoint(last, map_location=device)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step, rows, resumed = int(state["step"]), list(state["rows"]), int(state["step"])
+        set_rng_state(state["rng"])
+        log(f"[train] resuming from {last.name} (step {step} of {total})")
+
+    def checkpoint() -> Path:
+        return save_checkpoint(ckpt_dir, step, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                                "scheduler": sched.state_dict(), "step": step, "rows": rows,
+                                                "rng": rng_state(), "settings": cfg.model_dump(mode="json")})
+
+    cache = FeatureCache(backbone, data.load_image, cfg.cache_features)
+    model.train()
+    t_log, pairs_since = time.perf_counter(), 0
+    while step < total:
+        epoch, b_in_epoch = divmod(step, per_epoch)
+        batch = batches(epoch_pairs(data.images_by_wnid, seed, epoch), cfg.batch_size)[b_in_epoch]
+        src_ids, trg_ids = [p[0] for p in batch], [p[1] for p in batch]
+        src_img = [data.load_image(i) for i in src_ids]
+        trg_img = [data.load_image(i) for i in trg_ids]
+        fg = data.load_fg
+        pb = PairBatch(src_img, trg_img, cache.get(src_ids, src_img, torch.device(device)),
+                       cache.get(trg_ids, trg_img, torch.device(device)),
+                       None if fg is None else [fg(i, im.shape[:2]) for i, im in zip(src_ids, src_img, strict=True)],
+                       None if fg is None else [fg(i, im.shape[:2]) for i, im in zip(trg_ids, trg_img, strict=True)])
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+            losses = model.training_losses(pb, region_backbone)
+        total_loss = losses["total"]
+        if not math.isfinite(float(total_loss.detach())):
+            raise TrainingDivergedError(
+                f"non-finite loss at step {step} (epoch {epoch}): "
+                + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
+                + f"; the last good checkpoint is kept in {ckpt_dir}")
+        opt.zero_grad(set_to_none=True)
+        total_loss.backward()
+        opt.step()
+        sched.step()
+        step += 1
+        pairs_since += len(batch)
+        if step % cfg.log_every == 0 or step == total:
+            now = time.perf_counter()
+            value = {k: float(v.detach()) for k, v in losses.items()}
+            rows.append({"step": step, "epoch": epoch, "L_I": value.get("image", 0.0), "L_R": value.get("region", 0.0),
+                         "L_P": value.get("pixel", 0.0), "total": value["total"],
+                         "lr": float(sched.get_last_lr()[0]), "pairs_per_s": pairs_since / max(now - t_log, 1e-9)})
+            t_log, pairs_since = now, 0
+        if step % cfg.checkpoint_every == 0 and step < total:
+            checkpoint()
+        if on_step is not None:
+            on_step(step, total)
+    return TrainResult(checkpoint(), step, rows, resumed)
+
+
+def load_generator(path: Path, device: str = "cpu", backbone_checkpoint: Path | None = None):
+    """A trained checkpoint → `Generator` predictor (pixel level)."""
+    from sc_imagenet.matching.predictor import Generator
+
+    state = load_checkpoint(path, map_location=device)
+    cfg = TrainConfig.model_validate(state["settings"])
+    backbone, _ = make_backbones(cfg, backbone_checkpoint, device)
+    model = CascadeGenerator(backbone.out_dim, cascade_settings(cfg)).to(device)
+    model.load_state_dict(state["model"])
+    return Generator(backbone, model)
