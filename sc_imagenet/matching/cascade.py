@@ -85,7 +85,8 @@ def grid_masks(masks: Sequence[np.ndarray] | None, grid: tuple[int, int], device
     return torch.from_numpy(np.stack(out)).to(device)
 
 
-def window_box(center_xy: np.ndarray, cell_wh: tuple[float, float], window: int, hw: tuple[int, int]) -> tuple[int, ...]:
+def window_box(center_xy: np.ndarray, cell_wh: tuple[float, float], window: int,
+               hw: tuple[int, int]) -> tuple[int, ...]:
     """Integer pixel box `[x0, y0, x1, y1)` of `window` cells around a point, shifted inside the image."""
     H, W = hw
     bw = min(W, max(2, round(window * cell_wh[0])))
@@ -140,7 +141,8 @@ class CascadeGenerator(nn.Module):
                 raise ValueError("the region level needs a region backbone")
             losses["region"], pairs = self._region_level(batch, pairs, region_backbone, use_fg)
         if "pixel" in s.levels:
-            src_idx, trg_grid, valid = self._pixel_targets(pairs, batch.src.grid, batch.trg.grid, src_hw, trg_hw, device)
+            src_idx, trg_grid, valid = self._pixel_targets(pairs, batch.src.grid, batch.trg.grid, src_hw, trg_hw,
+                                                           device)
             v_pix = self.volume("pixel", batch.src, batch.trg)
             losses["pixel"] = pixel_bce_loss(v_pix, src_idx, trg_grid, valid, s.temperature)
         weights = dict(zip(LEVELS, s.lambdas, strict=True))
