@@ -19,6 +19,11 @@ from sc_imagenet.config import ConfigError, load_config
 from sc_imagenet.io.manifest import read_manifest, read_stage_record
 from sc_imagenet.stages import downstream_of, pipeline_order
 
+# a generator small enough to train in seconds on CPU
+TINY_TRAIN = {"backbone": "dense-sift", "input_size": 64, "region_input_size": 32, "region_pairs": 3,
+              "pixel_pairs": 4, "window": 3, "batch_size": 2, "max_steps": 2, "eval_pairs": 0,
+              "mvam": {"dim": 16, "heads": 2, "agg_channels": 4}, "foreground": "box"}
+
 
 @pytest.fixture
 def project(tmp_path: Path) -> dict:
@@ -29,11 +34,17 @@ def project(tmp_path: Path) -> dict:
     profile = tmp_path / "p.yaml"
     profile.write_text(yaml.safe_dump({"data": {"source": "folder", "root": str(root)},
                                        "categories": {"list": str(lst)}, "index": {"workers": 1},
-                                       "detect": {"weights": "demo-yolo-seg", "imgsz": 160, "batch": 8}}))
+                                       "detect": {"weights": "demo-yolo-seg", "imgsz": 160, "batch": 8},
+                                       "train": TINY_TRAIN}))
     return {"root": root, "profile": str(profile), "out": tmp_path / "out"}
 
 
+# random-noise images have no objects, so nothing reaches `train`; tests/test_train.py covers it
+PRE_TRAIN = ["categories", "index", "detect", "single_instance"]
+
+
 def _build(project: dict, overrides: dict | None = None, **kw):
+    kw.setdefault("stages", PRE_TRAIN)
     cfg = load_config(project["profile"], overrides)
     plan = plan_build(cfg, project["profile"], project["out"], **kw)
     return plan, run_build_locally(plan, log=lambda m: None, progress=False)
@@ -41,7 +52,7 @@ def _build(project: dict, overrides: dict | None = None, **kw):
 
 def test_first_build_writes_manifests_then_rerun_skips_everything(project: dict) -> None:
     plan, results = _build(project)
-    assert [r.stage for r in results] == pipeline_order() and not any(r.skipped for r in results)
+    assert [r.stage for r in results] == PRE_TRAIN and not any(r.skipped for r in results)
     cats = read_manifest(plan.stage_dir("categories")).to_pandas().set_index("wnid")
     assert cats.keep.sum() == 3 and cats.loc["n4", "reason"] == "scene" and cats.loc["n1", "n_images"] == 5
     index = read_manifest(plan.stage_dir("index")).to_pandas()
@@ -55,7 +66,7 @@ def test_first_build_writes_manifests_then_rerun_skips_everything(project: dict)
     _, again = _build(project)
     assert all(r.skipped for r in again)
     assert {p: p.stat().st_mtime_ns for p in plan.out_dir.rglob("*.parquet")} == mtimes
-    assert {s["state"] for s in stage_states(plan.out_dir)} == {"complete"}
+    assert [s["state"] for s in stage_states(plan.out_dir)] == ["complete"] * 4 + ["missing"]
 
 
 def test_changed_setting_reruns_that_stage_and_downstream_only(project: dict) -> None:
@@ -73,7 +84,7 @@ def test_changed_setting_reruns_that_stage_and_downstream_only(project: dict) ->
 def test_force_reruns_stage_and_downstream(project: dict) -> None:
     _build(project)
     assert downstream_of("categories") == pipeline_order()
-    assert downstream_of("detect") == ["detect", "single_instance"]
+    assert downstream_of("detect") == ["detect", "single_instance", "train"]
     _, results = _build(project, force="categories")
     assert not any(r.skipped for r in results)
     _, results = _build(project, force="index")
@@ -108,7 +119,7 @@ def test_shard_level_resume_keeps_finished_shards(project: dict) -> None:
 def test_stale_state_when_upstream_rebuilt(project: dict) -> None:
     plan, _ = _build(project)
     _build(project, {"categories": {"unlisted": "keep"}}, stages="categories")
-    assert [s["state"] for s in stage_states(plan.out_dir)] == ["complete", "stale", "stale", "stale"]
+    assert [s["state"] for s in stage_states(plan.out_dir)] == ["complete", "stale", "stale", "stale", "missing"]
 
 
 def test_bad_plans_fail_before_work(project: dict, tmp_path: Path) -> None:

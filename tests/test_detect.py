@@ -158,6 +158,7 @@ def demo_project(tmp_path: Path, synth: Path) -> dict:
 
 
 def _build(project: dict, **kw):
+    kw.setdefault("stages", "categories,index,detect,single_instance")
     plan = plan_build(load_config(project["profile"]), "p", project["out"], **kw)
     return plan, run_build_locally(plan, log=lambda m: None, progress=False)
 
@@ -204,7 +205,7 @@ def test_interrupted_detect_resumes_at_the_unfinished_shard(demo_project: dict, 
     monkeypatch.setattr(DetectStage, "make_detector", crashing)
     with pytest.raises(Crash):
         _build(demo_project)
-    plan = plan_build(load_config(demo_project["profile"]), "p", demo_project["out"])
+    plan = plan_build(load_config(demo_project["profile"]), "p", demo_project["out"], stages="detect")
     finished = {p: p.stat().st_mtime_ns for p in plan.stage_dir("detect").rglob("part-*.parquet")}
     assert len(finished) == 2 and read_stage_record(plan.stage_dir("detect")) is None
     monkeypatch.setattr(DetectStage, "make_detector", real)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import jpeg_bytes, write_list
+from test_build import TINY_TRAIN
 
 from sc_imagenet.io.manifest import list_shards, read_manifest, read_stage_record
 from sc_imagenet.orchestration.local import LocalPrefect, free_port
@@ -44,11 +45,13 @@ def test_demo_deployment_then_rerun_skips(prefect: LocalPrefect, tmp_path: Path)
     prefect.serve(cwd=REPO_ROOT, env=env)
     out = builds / "demo"  # the deployment's default output folder
 
-    first = prefect.run_deployment("demo", capture=True, timeout=900)
+    # the real demo deployment, with a generator small enough for the test suite's time budget
+    params = {"overrides": json.dumps({"train": {**TINY_TRAIN, "eval_pairs": 6}})}
+    first = prefect.run_deployment("demo", params=params, capture=True, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "Completed" in first.stdout
     status = _status(out, env)
-    for stage in ("categories", "index", "detect", "single_instance"):
+    for stage in ("categories", "index", "detect", "single_instance", "train"):
         assert status[stage]["state"] == "complete" and status[stage]["rows"] > 0
         assert Path(status[stage]["path"]).is_dir()
     cats = read_manifest(out / "manifests" / "categories").to_pandas()
@@ -58,13 +61,15 @@ def test_demo_deployment_then_rerun_skips(prefect: LocalPrefect, tmp_path: Path)
     assert {"truncated", "empty"} <= set(index.status)
     assert {"CMYK", "L"} <= set(index["mode"]) and "PNG" in set(index["format"])
     assert (out / "data" / "_groundtruth" / "meta.json").exists()
+    train = read_stage_record(out / "manifests" / "train")
+    assert Path(train.extra["checkpoint"]).is_file() and 0 <= train.extra["pck@0.1"] <= 1
     single = read_manifest(out / "manifests" / "single_instance").to_pandas()
     assert len(single) == len(index) and 0.6 < single.keep.mean() < 0.95
     assert single[single.keep].mask_poly.map(len).min() >= 6  # kept images carry their instance mask
     assert (out / "config.resolved.yaml").exists()
     before = {p: p.stat().st_mtime_ns for p in (out / "manifests").rglob("*") if p.is_file()}
 
-    second = prefect.run_deployment("demo", capture=True, timeout=900)
+    second = prefect.run_deployment("demo", params=params, capture=True, timeout=900)
     assert second.returncode == 0, second.stdout[-3000:]
     after = {p: p.stat().st_mtime_ns for p in (out / "manifests").rglob("*") if p.is_file()}
     assert after == before  # every stage skipped: not one manifest file rewritten

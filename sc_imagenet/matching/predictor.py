@@ -43,7 +43,7 @@ class Generator:
         """`(B, h_s, w_s, h_t, w_t)` refined volume, RHM-regularised when the model uses RHM."""
         v = self.model.volume(self.level, src, trg)
         if self.model.settings.use_rhm:
-            v = hough_confidence(v, L=self.model.settings.rhm_L)
+            v = hough_confidence(v, L=self.model.settings.rhm_L, appearance=self.model.pmps.appearance)
         return v
 
     @torch.no_grad()

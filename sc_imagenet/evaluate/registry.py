@@ -1,0 +1,57 @@
+"""Named methods for the evaluation CLI: a dict from name to factory, so later stages add theirs.
+
+    from sc_imagenet.evaluate.registry import register_method
+    register_method("generator", lambda ctx: from_matcher(load_generator(ctx.options["checkpoint"]).match))
+
+A factory takes a `MethodContext` (the CLI's backbone choice, device and free-form options) and returns a
+method `transfer(src_rgb, trg_rgb, src_points (N, 2)) -> (N, 2)` (see `sc_imagenet.evaluate.methods`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sc_imagenet.evaluate.methods import Method, identity_transfer, mutual_nn_transfer, nearest_neighbour_transfer
+from sc_imagenet.matching.backbones.base import Backbone, create_backbone
+
+
+def get_backbone(name: str, **kwargs: Any) -> Backbone:
+    """`create_backbone(name, **kwargs)` after importing the backbones package (which registers them)."""
+    importlib.import_module("sc_imagenet.matching.backbones")
+    return create_backbone(name, **kwargs)
+
+
+@dataclass
+class MethodContext:
+    """What a factory may use. `backbone()` creates the named backbone on first call and reuses it."""
+
+    backbone_name: str = "dense-sift"
+    device: str = "cpu"
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    _backbone: Backbone | None = field(default=None, repr=False)
+
+    def backbone(self) -> Backbone:
+        if self._backbone is None:
+            self._backbone = get_backbone(self.backbone_name, **self.backbone_kwargs).to(self.device)
+        return self._backbone
+
+
+MethodFactory = Callable[[MethodContext], Method]
+
+METHODS: dict[str, MethodFactory] = {
+    "nn": lambda ctx: nearest_neighbour_transfer(ctx.backbone()),
+    "nn-refine": lambda ctx: nearest_neighbour_transfer(ctx.backbone(), refine=True),
+    "mnn": lambda ctx: mutual_nn_transfer(ctx.backbone()),
+    "identity": lambda ctx: identity_transfer,
+}
+
+
+def register_method(name: str, factory: MethodFactory) -> None:
+    """Add a named method factory; ValueError if the name is taken."""
+    if name in METHODS:
+        raise ValueError(f"evaluation method {name!r} registered twice")
+    METHODS[name] = factory

@@ -1,0 +1,109 @@
+"""Training loop: pair sampling, resume to identical parameters, NaN stop with the last good checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sc_imagenet.config import TrainConfig
+from sc_imagenet.io.checkpoints import latest_checkpoint, list_checkpoints, load_checkpoint
+from sc_imagenet.io.images import load_rgb
+from sc_imagenet.synth import SynthConfig, generate_dataset, load_groundtruth
+from sc_imagenet.train.loop import TrainData, TrainingDivergedError, load_generator, train_generator
+from sc_imagenet.train.pairs import batches, epoch_pairs
+
+
+def test_epoch_pairs_use_each_image_once_and_mix_categories() -> None:
+    images = {f"w{c}": [f"w{c}_{i}" for i in range(7)] for c in range(4)}
+    pairs = epoch_pairs(images, seed=3, epoch=0)
+    used = [i for p in pairs for i in p[:2]]
+    assert len(used) == len(set(used)) == 4 * 6  # one image per category waits (odd count)
+    assert all(p[0].split("_")[0] == p[1].split("_")[0] == p[2] for p in pairs)
+    for batch in batches(pairs, 4):
+        assert len({p[2] for p in batch}) == 4  # batch shifting gives cross-category negatives
+    assert pairs == epoch_pairs(images, 3, 0) and pairs != epoch_pairs(images, 3, 1)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> TrainData:
+    root = tmp_path_factory.mktemp("synth-train")
+    generate_dataset(root, SynthConfig(seed=4, images_per_category=5, min_size=96, max_size=128,
+                                       n_object_categories=4, include_non_object=False, include_broken=False),
+                     progress=False)
+    gt = load_groundtruth(root)
+    singles = gt.images[gt.images.n_instances == 1]
+    by_wnid = {w: list(g.image_id) for w, g in singles.groupby("wnid")}
+    paths = dict(zip(gt.images.image_id, gt.images.rel_path, strict=True))
+
+    def fg(image_id: str, hw: tuple[int, int]) -> np.ndarray:
+        return gt.visible_mask(image_id, 0).astype(np.float32)
+
+    return TrainData(by_wnid, lambda i: load_rgb(root / paths[i]), fg)
+
+
+def tiny_cfg(**kw) -> TrainConfig:
+    base = {"backbone": "dense-sift", "input_size": 64, "region_input_size": 32, "region_pairs": 3,
+            "pixel_pairs": 4, "window": 3, "lr": 0.01, "batch_size": 2, "max_steps": 4, "log_every": 1,
+            "checkpoint_every": 2, "device": "cpu", "mvam": {"dim": 16, "heads": 2, "agg_channels": 4}}
+    return TrainConfig.model_validate({**base, **kw})
+
+
+def _params(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def test_killed_training_resumes_to_the_same_parameters(tiny_data: TrainData, tmp_path: Path) -> None:
+    straight = train_generator(tiny_cfg(), 0, tiny_data, tmp_path / "a", log=lambda m: None)
+    assert straight.steps == 4 and [r["step"] for r in straight.rows] == [1, 2, 3, 4]
+
+    class Killed(Exception):
+        pass
+
+    def die(step: int, total: int) -> None:
+        if step == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_generator(tiny_cfg(), 0, tiny_data, tmp_path / "b", log=lambda m: None, on_step=die)
+    assert latest_checkpoint(tmp_path / "b").name == "step-00000002.pt"
+    resumed = train_generator(tiny_cfg(), 0, tiny_data, tmp_path / "b", log=lambda m: None)
+    assert resumed.resumed_from == 2 and resumed.steps == 4
+    a, b = _params(straight.checkpoint), _params(resumed.checkpoint)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["step"] for r in resumed.rows] == [1, 2, 3, 4]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_data: TrainData, tmp_path: Path, monkeypatch) -> None:
+    from sc_imagenet.matching.cascade import CascadeGenerator
+
+    real = CascadeGenerator.training_losses
+    calls = {"n": 0}
+
+    def poisoned(self, batch, region_backbone):
+        calls["n"] += 1
+        out = real(self, batch, region_backbone)
+        if calls["n"] == 3:
+            out["total"] = out["total"] * float("nan")
+        return out
+
+    monkeypatch.setattr(CascadeGenerator, "training_losses", poisoned)
+    with pytest.raises(TrainingDivergedError, match="non-finite loss at step 2"):
+        train_generator(tiny_cfg(), 0, tiny_data, tmp_path / "c", log=lambda m: None)
+    ckpts = list_checkpoints(tmp_path / "c")
+    assert [p.name for p in ckpts] == ["step-00000002.pt"]
+    assert all(torch.isfinite(v).all() for v in _params(ckpts[0]).values() if v.is_floating_point())
+
+
+def test_trained_generator_predicts_in_original_pixels(tiny_data: TrainData, tmp_path: Path) -> None:
+    result = train_generator(tiny_cfg(max_steps=2), 0, tiny_data, tmp_path / "d", log=lambda m: None)
+    gen = load_generator(result.checkpoint)
+    ids = next(iter(tiny_data.images_by_wnid.values()))[:2]
+    src, trg = (tiny_data.load_image(i) for i in ids)
+    s_xy, t_xy, score = gen.match(src, trg, k=8)
+    assert s_xy.shape == t_xy.shape == (len(score), 2) and 0 < len(score) <= 8
+    assert (s_xy[:, 0] < src.shape[1]).all() and (t_xy[:, 1] < trg.shape[0]).all()
+    grid, flow = gen.flow(src, trg)
+    assert flow.shape == (grid[0] * grid[1], 2)
