@@ -109,6 +109,10 @@ class CascadeGenerator(nn.Module):
         # start. Weak supervision is noisy early on; starting from the backbone's own matching (instead
         # of from a randomly projected one) keeps the first pseudo-labels as good as the backbone.
         self.beta = nn.ParameterDict({lvl: nn.Parameter(torch.zeros(())) for lvl in settings.levels})
+        # logit scale and offset of the pixel-level BCE, learned: pseudo-labels are only partly right, so
+        # the right sharpness is not known in advance (a fixed scale makes β act as a temperature knob)
+        self.pixel_log_scale = nn.Parameter(torch.tensor(float(np.log(settings.temperature))))
+        self.pixel_bias = nn.Parameter(torch.zeros(()))
         # softmax appearance: with relu, the broad positive similarities of non-negative descriptors
         # (dense SIFT) flood the Hough space with background votes (measured: PCK@0.1 0.16 vs 0.42)
         self.pmps = PMPS(L=settings.rhm_L, use_hough=settings.use_rhm, appearance="softmax")
@@ -152,7 +156,8 @@ class CascadeGenerator(nn.Module):
             src_idx, trg_grid, valid = self._pixel_targets(pairs, batch.src.grid, batch.trg.grid, src_hw, trg_hw,
                                                            device)
             v_pix = self.volume("pixel", batch.src, batch.trg)
-            losses["pixel"] = pixel_bce_loss(v_pix, src_idx, trg_grid, valid, s.temperature)
+            losses["pixel"] = pixel_bce_loss(v_pix, src_idx, trg_grid, valid, self.pixel_log_scale.exp(),
+                                             bias=self.pixel_bias)
         weights = dict(zip(LEVELS, s.lambdas, strict=True))
         losses["total"] = sum(weights[k] * v for k, v in losses.items())
         return losses

@@ -33,21 +33,23 @@ def contrastive_loss(v_pos: Tensor, v_neg: Tensor, fg_s: Tensor | None = None, f
     return (-adaptive_pool(v_pos, fg_s, fg_t) + adaptive_pool(v_neg, fg_s, fg_t_neg)).mean()
 
 
-def pixel_bce_loss(volume: Tensor, src_idx: Tensor, trg_grid_xy: Tensor, valid: Tensor, temperature: float = 10.0,
-                   sigma: float = 0.75) -> Tensor:
+def pixel_bce_loss(volume: Tensor, src_idx: Tensor, trg_grid_xy: Tensor, valid: Tensor, temperature: Tensor | float = 10.0,
+                   sigma: float = 0.75, bias: Tensor | float = 0.0) -> Tensor:
     """Pixel-level supervision by the region level's pairs.
 
     volume `(B, h_s, w_s, h_t, w_t)`; src_idx `(B, K)` flat source cells; trg_grid_xy `(B, K, 2)`
     continuous target grid coordinates (col, row); valid `(B, K)` bool. Each source cell's row of the
-    volume, scaled by `temperature`, is a map of logits over the target cells trained with binary
-    cross-entropy towards a Gaussian of width `sigma` cells around the pseudo-labelled target.
+    volume, scaled by `temperature` and shifted by a (learned) `bias`, is a map of logits over the
+    target cells trained with binary cross-entropy towards a Gaussian of width `sigma` cells around
+    the pseudo-labelled target. The bias absorbs the overall level of the similarities (cosines of
+    non-negative descriptors are all positive), so the volume itself only has to rank.
     """
     B, hs, ws, ht, wt = volume.shape
     if not bool(valid.any()):
         return volume.sum() * 0.0
     rows = volume.reshape(B, hs * ws, ht * wt)
     b_idx, k_idx = torch.nonzero(valid, as_tuple=True)
-    logits = rows[b_idx, src_idx[b_idx, k_idx]] * temperature  # (M, N_t)
+    logits = rows[b_idx, src_idx[b_idx, k_idx]] * temperature + bias  # (M, N_t)
     ys, xs = torch.meshgrid(torch.arange(ht, device=volume.device), torch.arange(wt, device=volume.device),
                             indexing="ij")
     cells = torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=-1).to(volume.dtype)  # (N_t, 2) (col, row)
