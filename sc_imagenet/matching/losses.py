@@ -33,8 +33,8 @@ def contrastive_loss(v_pos: Tensor, v_neg: Tensor, fg_s: Tensor | None = None, f
     return (-adaptive_pool(v_pos, fg_s, fg_t) + adaptive_pool(v_neg, fg_s, fg_t_neg)).mean()
 
 
-def pixel_bce_loss(volume: Tensor, src_idx: Tensor, trg_grid_xy: Tensor, valid: Tensor, temperature: Tensor | float = 10.0,
-                   sigma: float = 0.75, bias: Tensor | float = 0.0) -> Tensor:
+def pixel_bce_loss(volume: Tensor, src_idx: Tensor, trg_grid_xy: Tensor, valid: Tensor,
+                   temperature: Tensor | float = 10.0, sigma: float = 0.75, bias: Tensor | float = 0.0) -> Tensor:
     """Pixel-level supervision by the region level's pairs.
 
     volume `(B, h_s, w_s, h_t, w_t)`; src_idx `(B, K)` flat source cells; trg_grid_xy `(B, K, 2)`
