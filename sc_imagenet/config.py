@@ -140,6 +140,10 @@ class TrainConfig(StrictModel):
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(200, ge=1)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$")
+    processes: int = Field(
+        1, ge=1, le=1024,
+        description="DistributedDataParallel processes (one per GPU; gloo on CPU). >1 launches torchrun.",
+    )
     amp: bool | Literal["auto"] = Field("auto", description="bf16 autocast; auto = on GPU only.")
     cache_features: bool = Field(True, description="Keep image-level features in memory across epochs.")
     eval_pairs: int = Field(100, ge=0, le=100000, description="Held-out synthetic pairs for PCK (synthetic data only).")

@@ -126,6 +126,10 @@ class CascadeGenerator(nn.Module):
         refined = self.mvam[level](src.tokens, t_tok, src.global_token, t_glob, src.grid, trg.grid)
         return raw + self.beta[level] * refined
 
+    def forward(self, batch: PairBatch, region_backbone: Backbone | None) -> dict[str, Tensor]:
+        """The training step's losses (`forward` so that DistributedDataParallel can wrap the module)."""
+        return self.training_losses(batch, region_backbone)
+
     def training_losses(self, batch: PairBatch, region_backbone: Backbone | None) -> dict[str, Tensor]:
         s = self.settings
         B = batch.src.tokens.shape[0]

@@ -10,20 +10,23 @@ starts afresh.
 
 from __future__ import annotations
 
+import json
 import shutil
-from collections import defaultdict
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from sc_imagenet.config import BuildConfig, ConfigError
-from sc_imagenet.io.images import load_rgb
-from sc_imagenet.io.manifest import ShardWriter, file_sha256, read_manifest
+from sc_imagenet.io.manifest import ShardWriter, file_sha256
 from sc_imagenet.io.weights import WeightsError, resolve_weights, weights_sha256
 from sc_imagenet.stages.base import Stage, StageContext, StageOutput, register_stage
+
+if TYPE_CHECKING:
+    from sc_imagenet.train.loop import TrainResult
 
 SCHEMA = pa.schema([
     ("step", pa.int64()),
@@ -47,6 +50,28 @@ def backbone_checkpoint(cfg: BuildConfig) -> Path | None:
     except WeightsError as exc:
         raise ConfigError(str(exc)) from None
     return path
+
+
+def launch_torchrun(ctx: StageContext, ckpt_dir: Path) -> TrainResult:
+    """Multi-GPU (or multi-process CPU/gloo) training: `torchrun --standalone` runs
+    `sc_imagenet.train.launch` in `train.processes` processes; rank 0 reports the result."""
+    spec = {"config": ctx.cfg.model_dump(mode="json"), "single_instance_dir": str(ctx.inputs["single_instance"]),
+            "data_root": str(ctx.data_root), "ckpt_dir": str(ckpt_dir),
+            "backbone_checkpoint": str(backbone_checkpoint(ctx.cfg) or "") or None,
+            "result": str(ckpt_dir / "result.json")}
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    spec_path = ckpt_dir / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={ctx.cfg.train.processes}", "-m", "sc_imagenet.train.launch", str(spec_path)]
+    ctx.log(f"[train] launching {ctx.cfg.train.processes} processes: {' '.join(cmd[2:])}")
+    proc = subprocess.run(cmd)
+    if proc.returncode != 0:
+        raise RuntimeError(f"distributed training failed (torchrun exit {proc.returncode}); checkpoints in {ckpt_dir}")
+    from sc_imagenet.train.loop import TrainResult
+
+    doc = json.loads(Path(spec["result"]).read_text())
+    return TrainResult(Path(doc["checkpoint"]), doc["steps"], doc["rows"], doc["resumed_from"])
 
 
 @register_stage
@@ -77,23 +102,12 @@ class TrainStage(Stage):
                 "backbone_sha256": weights_sha256(ckpt) if ckpt else None}
 
     def run(self, ctx: StageContext) -> StageOutput:
-        from sc_imagenet.foreground import ForegroundProvider
-        from sc_imagenet.train.loop import TrainData, train_generator
+        from sc_imagenet.train.data import train_data_from_manifest  # torch loads only when training runs
+        from sc_imagenet.train.loop import train_generator
 
         t = ctx.cfg.train
-        si_dir = ctx.inputs["single_instance"]
-        kept = read_manifest(si_dir, columns=["image_id", "rel_path", "wnid"], filter=pc.field("keep"))
-        by_wnid: dict[str, list[str]] = defaultdict(list)
-        paths: dict[str, str] = {}
-        for image_id, rel, wnid in zip(*(kept.column(c).to_pylist() for c in ("image_id", "rel_path", "wnid")),
-                                       strict=True):
-            by_wnid[wnid].append(image_id)
-            paths[image_id] = rel
-        provider = None if t.foreground == "none" else ForegroundProvider(si_dir, ctx.data_root, t.foreground)
-        data = TrainData(
-            dict(by_wnid), lambda i: load_rgb(ctx.data_root / paths[i]),
-            None if provider is None else (lambda i, hw: provider.mask_for(i, hw)),
-        )
+        data = train_data_from_manifest(ctx.inputs["single_instance"], ctx.data_root, t.foreground)
+        by_wnid = data.images_by_wnid
         ckpt_root = ctx.stage_dir / "checkpoints"
         for other in ckpt_root.glob("*"):
             if other.name != ctx.fingerprint:
@@ -106,8 +120,11 @@ class TrainStage(Stage):
             bar.refresh()
             ctx.report_progress(step, total)
 
-        result = train_generator(t, ctx.cfg.seed, data, ckpt_root / ctx.fingerprint, backbone_checkpoint(ctx.cfg),
-                                 ctx.log, on_step)
+        ckpt_dir = ckpt_root / ctx.fingerprint
+        if t.processes > 1:
+            result = launch_torchrun(ctx, ckpt_dir)
+        else:
+            result = train_generator(t, ctx.cfg.seed, data, ckpt_dir, backbone_checkpoint(ctx.cfg), ctx.log, on_step)
         bar.close()
         final = ctx.stage_dir / "generator.pt"
         shutil.copy2(result.checkpoint, final)

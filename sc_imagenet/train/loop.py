@@ -21,7 +21,14 @@ import torch
 
 from sc_imagenet.config import TrainConfig
 from sc_imagenet.devices import resolve_device
-from sc_imagenet.io.checkpoints import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from sc_imagenet.io.checkpoints import (
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from sc_imagenet.matching.backbones import Backbone, Features, create_backbone
 from sc_imagenet.matching.cascade import CascadeGenerator, CascadeSettings, PairBatch
 from sc_imagenet.train.pairs import batches, epoch_pairs
@@ -44,6 +51,7 @@ class TrainResult:
     steps: int
     rows: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: int | None = None
+    param_checksum: float | None = None  # sum of all trained parameters (DDP sync checks)
 
 
 def cascade_settings(cfg: TrainConfig) -> CascadeSettings:
@@ -86,11 +94,33 @@ class FeatureCache:
                         torch.stack([r[1] for r in rows]).to(device))
 
 
+def _dist() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside `torchrun`."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
 def train_generator(cfg: TrainConfig, seed: int, data: TrainData, ckpt_dir: Path,
                     backbone_checkpoint: Path | None = None, log: Callable[[str], None] = print,
-                    on_step: Callable[[int, int], None] | None = None) -> TrainResult:
-    """Train (or resume training) and return the final checkpoint. `on_step(step, total_steps)`."""
-    device = resolve_device(cfg.device)
+                    on_step: Callable[[int, int], None] | None = None, device: str | None = None) -> TrainResult:
+    """Train (or resume training) and return the final checkpoint. `on_step(step, total_steps)`.
+
+    Under `torchrun` (a process group is initialised) the model is wrapped in DistributedDataParallel:
+    each optimizer step takes `world` consecutive batches of the epoch, one per process; rank 0 writes
+    checkpoints and log rows, every rank resumes from the same checkpoint.
+    """
+    rank, world = _dist()
+    device = device or resolve_device(cfg.device)
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     backbone, region_backbone = make_backbones(cfg, backbone_checkpoint, device)
@@ -98,7 +128,7 @@ def train_generator(cfg: TrainConfig, seed: int, data: TrainData, ckpt_dir: Path
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)  # constant, as in the paper
     amp = device.startswith("cuda") if cfg.amp == "auto" else bool(cfg.amp)
-    per_epoch = len(batches(epoch_pairs(data.images_by_wnid, seed, 0), cfg.batch_size))
+    per_epoch = len(batches(epoch_pairs(data.images_by_wnid, seed, 0), cfg.batch_size)) // world
     if per_epoch == 0:
         raise ValueError(f"not enough images for one batch of {cfg.batch_size} same-category pairs")
     total = cfg.epochs * per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * per_epoch)
@@ -113,17 +143,27 @@ def train_generator(cfg: TrainConfig, seed: int, data: TrainData, ckpt_dir: Path
         set_rng_state(state["rng"])
         log(f"[train] resuming from {last.name} (step {step} of {total})")
 
+    net: torch.nn.Module = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None,
+            find_unused_parameters=True)  # levels left out of a step (no region pairs) leave params unused
+
     def checkpoint() -> Path:
-        return save_checkpoint(ckpt_dir, step, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+        path = checkpoint_path(ckpt_dir, step)
+        if rank == 0:
+            save_checkpoint(ckpt_dir, step, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                                 "scheduler": sched.state_dict(), "step": step, "rows": rows,
                                                 "rng": rng_state(), "settings": cfg.model_dump(mode="json")})
+        _barrier(world)
+        return path
 
     cache = FeatureCache(backbone, data.load_image, cfg.cache_features)
     model.train()
     t_log, pairs_since = time.perf_counter(), 0
     while step < total:
         epoch, b_in_epoch = divmod(step, per_epoch)
-        batch = batches(epoch_pairs(data.images_by_wnid, seed, epoch), cfg.batch_size)[b_in_epoch]
+        batch = batches(epoch_pairs(data.images_by_wnid, seed, epoch), cfg.batch_size)[b_in_epoch * world + rank]
         src_ids, trg_ids = [p[0] for p in batch], [p[1] for p in batch]
         src_img = [data.load_image(i) for i in src_ids]
         trg_img = [data.load_image(i) for i in trg_ids]
@@ -133,7 +173,7 @@ def train_generator(cfg: TrainConfig, seed: int, data: TrainData, ckpt_dir: Path
                        None if fg is None else [fg(i, im.shape[:2]) for i, im in zip(src_ids, src_img, strict=True)],
                        None if fg is None else [fg(i, im.shape[:2]) for i, im in zip(trg_ids, trg_img, strict=True)])
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-            losses = model.training_losses(pb, region_backbone)
+            losses = net(pb, region_backbone)
         total_loss = losses["total"]
         if not math.isfinite(float(total_loss.detach())):
             raise TrainingDivergedError(
@@ -145,7 +185,7 @@ def train_generator(cfg: TrainConfig, seed: int, data: TrainData, ckpt_dir: Path
         opt.step()
         sched.step()
         step += 1
-        pairs_since += len(batch)
+        pairs_since += len(batch) * world
         if step % cfg.log_every == 0 or step == total:
             now = time.perf_counter()
             value = {k: float(v.detach()) for k, v in losses.items()}
@@ -157,7 +197,8 @@ def train_generator(cfg: TrainConfig, seed: int, data: TrainData, ckpt_dir: Path
             checkpoint()
         if on_step is not None:
             on_step(step, total)
-    return TrainResult(checkpoint(), step, rows, resumed)
+    checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
+    return TrainResult(checkpoint(), step, rows, resumed, checksum)
 
 
 def load_generator(path: Path, device: str = "cpu", backbone_checkpoint: Path | None = None):
