@@ -63,7 +63,7 @@ def stage(root: Path, wnids: list[str], work: Path, verify: str, workers: int) -
                  "index": {"verify": verify, "workers": workers}}
     cfg = load_config("imagenet", overrides)
     out = work / f"out-{verify}-{workers}"
-    run_build_locally(plan_build(cfg, "bench", out), log=lambda m: None, progress=False)
+    run_build_locally(plan_build(cfg, "bench", out, stages="categories,index"), log=lambda m: None, progress=False)
     rec = read_stage_record(out / "manifests" / "index")
     return rec.rows, rec.wall_s
 

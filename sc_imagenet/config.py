@@ -53,7 +53,7 @@ class CategoriesConfig(StrictModel):
 
 
 class IndexConfig(StrictModel):
-    workers: int = Field(0, ge=0, le=512, description="Processes scanning categories; 0 = one per CPU core.")
+    workers: int = Field(0, ge=0, le=512, description="Threads scanning categories; 0 = one per CPU core.")
     verify: Literal["header", "draft", "full"] = Field(
         "draft",
         description="How hard to check each file: `header` (dimensions only), `draft` (decode the whole "

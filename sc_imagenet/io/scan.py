@@ -1,5 +1,5 @@
-"""Scan one category folder into one index shard. Runs inside worker processes, so it imports only
-what it needs (PIL, pyarrow) and writes its own shard: the parent never holds a category's rows."""
+"""Scan one category folder into one index shard. Runs in a worker thread and writes its own shard,
+streaming, so nothing holds a whole category's rows."""
 
 from __future__ import annotations
 
@@ -49,14 +49,10 @@ class ScanResult:
     by_status: dict[str, int]
 
 
-def init_worker() -> None:
-    """Our own `max_pixels` check replaces PIL's global bomb limit inside scan worker processes."""
-    Image.MAX_IMAGE_PIXELS = None
-
-
 @contextmanager
 def pil_pixel_limit_lifted() -> Iterator[None]:
-    """The same for an in-process scan, restoring PIL's limit afterwards."""
+    """Our own `max_pixels` check replaces PIL's global bomb limit while a scan runs (so too-large
+    images still report their dimensions); PIL's limit is restored afterwards."""
     previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None
     try:

@@ -3,9 +3,8 @@ reason it cannot be used. Categories are scanned in parallel processes, one shar
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from tqdm.auto import tqdm
 
 from sc_imagenet.config import BuildConfig
 from sc_imagenet.io.manifest import read_manifest
-from sc_imagenet.io.scan import ScanResult, ScanTask, init_worker, pil_pixel_limit_lifted, scan_category
+from sc_imagenet.io.scan import ScanResult, ScanTask, pil_pixel_limit_lifted, scan_category
 from sc_imagenet.stages.base import (
     Stage,
     StageContext,
@@ -50,19 +49,14 @@ class IndexStage(Stage):
                          icfg.verify, icfg.max_pixels, icfg.row_group_size) for wnid, path in split.todo]
         workers = resolve_workers(icfg.workers, len(todo))
         bar = tqdm(total=len(todo), desc="index", unit="category", disable=not ctx.progress)
-        if workers == 1 or len(todo) <= 1:
-            with pil_pixel_limit_lifted():
-                for task in todo:
-                    results.append(scan_category(task))
-                    bar.update()
-                    ctx.report_progress(bar.n, len(todo))
-        else:
-            spawn = multiprocessing.get_context("spawn")  # fork is unsafe beside Prefect's threads
-            with ProcessPoolExecutor(workers, mp_context=spawn, initializer=init_worker) as pool:
-                for fut in as_completed([pool.submit(scan_category, t) for t in todo]):
-                    results.append(fut.result())
-                    bar.update()
-                    ctx.report_progress(bar.n, len(todo))
+        # Threads, not processes: PIL decodes and pyarrow writes with the GIL released, and threads
+        # avoid spawn's re-import of the caller's __main__ (a script without a main guard would
+        # re-run the whole build in every worker).
+        with pil_pixel_limit_lifted(), ThreadPoolExecutor(workers) as pool:
+            for fut in as_completed([pool.submit(scan_category, t) for t in todo]):
+                results.append(fut.result())
+                bar.update()
+                ctx.report_progress(bar.n, len(todo))
         bar.close()
         by_status = merge_counts([r.by_status for r in results])
         rows = sum(r.rows for r in results)
