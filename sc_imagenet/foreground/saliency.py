@@ -13,10 +13,25 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+
+def _contrib(factory: str) -> Callable[[], object]:
+    """A `cv2.saliency` factory, looked up when used: a plain (non-contrib) OpenCV build can still
+    import this package and use every other foreground source."""
+
+    def create() -> object:
+        module = getattr(cv2, "saliency", None)
+        if module is None:
+            raise RuntimeError("saliency foreground needs OpenCV's contrib modules (cv2.saliency): install "
+                               "opencv-contrib-python-headless instead of opencv-python (see the Makefile)")
+        return getattr(module, factory)()
+
+    return create
+
+
 # name → factory of a `cv2.saliency.StaticSaliency` object (a mapping, so a new method is one line)
 SALIENCY_METHODS: dict[str, Callable[[], object]] = {
-    "spectral_residual": cv2.saliency.StaticSaliencySpectralResidual_create,
-    "fine_grained": cv2.saliency.StaticSaliencyFineGrained_create,
+    "spectral_residual": _contrib("StaticSaliencySpectralResidual_create"),
+    "fine_grained": _contrib("StaticSaliencyFineGrained_create"),
 }
 
 # Default blur per method (Gaussian sigma / shorter image side), the best mean IoU on synthetic
