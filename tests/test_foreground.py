@@ -38,7 +38,7 @@ DEMO_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "demo-yolo-seg.p
 SINGLE_INSTANCE_SCHEMA = pa.schema([
     ("image_id", pa.string()), ("rel_path", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
     ("keep", pa.bool_()), ("reason", pa.string()), ("n_above", pa.int32()), ("n_detections", pa.int32()),
-    ("conf", pa.float32()), ("class_name", pa.string()), ("box", pa.list_(pa.float32(), 4)),
+    ("conf", pa.float32()), ("class_name", pa.string()), ("box", pa.list_(pa.float32())),
     ("mask_poly", pa.list_(pa.float32())),
 ])
 

@@ -30,7 +30,7 @@ SCHEMA = pa.schema([
     ("class_id", pa.int32()),
     ("class_name", pa.string()),
     ("conf", pa.float32()),
-    ("box", pa.list_(pa.float32(), 4)),
+    ("box", pa.list_(pa.float32())),  # 4 values; a variable-size list, as older readers choke on null fixed-size lists
     ("mask_poly", pa.list_(pa.float32())),
     ("status", pa.string()),
     ("error", pa.string()),
@@ -64,7 +64,7 @@ def detection_rows(image_id: str, dets: ImageDetections, class_names: list[str])
 @register_stage
 class DetectStage(Stage):
     name = "detect"
-    schema_version = 1
+    schema_version = 2  # 2: box became list<float32> (was fixed_size_list[4])
     inputs = ("index",)
     description = "object detection (ultralytics), every detection above detect.conf_floor"
     tags = ("gpu",)

@@ -28,7 +28,7 @@ SCHEMA = pa.schema([
     ("n_detections", pa.int32()),
     ("conf", pa.float32()),
     ("class_name", pa.string()),
-    ("box", pa.list_(pa.float32(), 4)),
+    ("box", pa.list_(pa.float32())),  # 4 values; a variable-size list, as older readers choke on null fixed-size lists
     ("mask_poly", pa.list_(pa.float32())),
 ])
 
@@ -66,7 +66,7 @@ def decide_category(index_rows: list[dict[str, Any]], det_rows: list[dict[str, A
 @register_stage
 class SingleInstanceStage(Stage):
     name = "single_instance"
-    schema_version = 1
+    schema_version = 2  # 2: box became list<float32> (was fixed_size_list[4])
     inputs = ("index", "detect")
     description = "keep images with exactly one confident object"
 
