@@ -172,7 +172,8 @@ class CascadeGenerator(nn.Module):
         ok = (sel["src_idx"][b] >= 0).cpu().numpy()
         si = sel["src_idx"][b].cpu().numpy()[ok]
         ti = sel["trg_idx"][b].cpu().numpy()[ok]
-        return index_to_pixels(si, grid_s, hw_s), index_to_pixels(ti, grid_t, hw_t), sel["score"][b].cpu().numpy()[ok]
+        score = sel["score"][b].float().cpu().numpy()[ok]  # numpy has no bf16
+        return index_to_pixels(si, grid_s, hw_s), index_to_pixels(ti, grid_t, hw_t), score
 
     def _region_level(self, batch: PairBatch, pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
                       region_backbone: Backbone, use_fg: bool) -> tuple[Tensor, list]:
@@ -219,7 +220,7 @@ class CascadeGenerator(nn.Module):
             v = v.masked_fill((gt.reshape(M, 1, -1) <= 0.5) & (gt.reshape(M, 1, -1).amax(2, keepdim=True) > 0.5),
                               float("-inf"))
         flat = v.reshape(M, -1).argmax(dim=1)
-        score = v.reshape(M, -1).gather(1, flat[:, None])[:, 0].cpu().numpy()
+        score = v.reshape(M, -1).gather(1, flat[:, None])[:, 0].float().cpu().numpy()  # numpy has no bf16
         si = (flat // v.shape[2]).cpu().numpy()
         ti = (flat % v.shape[2]).cpu().numpy()
         out = []

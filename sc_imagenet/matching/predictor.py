@@ -60,7 +60,7 @@ class Generator:
         ok = (sel["src_idx"][0] >= 0).cpu().numpy()
         src_xy = index_to_pixels(sel["src_idx"][0].cpu().numpy()[ok], src.grid, src_rgb.shape[:2])
         trg_xy = index_to_pixels(sel["trg_idx"][0].cpu().numpy()[ok], trg.grid, trg_rgb.shape[:2])
-        return src_xy, trg_xy, sel["score"][0].cpu().numpy()[ok].astype(np.float32)
+        return src_xy, trg_xy, sel["score"][0].float().cpu().numpy()[ok].astype(np.float32)
 
     @torch.no_grad()
     def flow(self, src_rgb: np.ndarray, trg_rgb: np.ndarray) -> tuple[tuple[int, int], np.ndarray]:
