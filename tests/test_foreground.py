@@ -357,8 +357,7 @@ READABLE = ["", "cmyk", "grayscale", "png_named_jpeg"]
 def detected(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Synthetic data, REAL demo-detector inference on its single-instance images, and a
     `single_instance` manifest built from the most confident detection of each."""
-    if not DEMO_WEIGHTS.is_file():
-        pytest.skip(f"demo detector weights missing: {DEMO_WEIGHTS}")
+    assert DEMO_WEIGHTS.is_file(), f"the shipped demo detector weights are missing: {DEMO_WEIGHTS}"
     from sc_imagenet.detect.offline import load_yolo
 
     tmp = tmp_path_factory.mktemp("foreground")
