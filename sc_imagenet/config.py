@@ -129,7 +129,10 @@ class TrainConfig(StrictModel):
     region_pairs: int = Field(8, ge=1, le=256, description="Suspected matches (regions) per pair at image level.")
     pixel_pairs: int = Field(16, ge=1, le=256, description="Pseudo-labels per pair for the pixel level (paper 16).")
     lambdas: tuple[float, float, float] = Field((1.0, 1.0, 1.0), description="λ1, λ2, λ3 of Eq. 3.")
-    temperature: float = Field(10.0, gt=0, le=1000, description="Logit scale of the pixel-level BCE.")
+    temperature: float = Field(10.0, gt=0, le=1000, description="Initial logit scale of the pixel-level loss.")
+    pixel_loss: Literal["bce", "ce"] = Field(
+        "bce", description="Pixel-level loss: bce (paper) or ce (cross-entropy over target cells)."
+    )
     mvam: MVAMConfig = Field(default_factory=MVAMConfig)
     lr: float = Field(3e-5, gt=0, le=10, description="SGD learning rate (paper 3e-5).")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (paper 0.9).")

@@ -68,3 +68,15 @@ def test_levels_need_the_image_level(levels: tuple[str, ...]) -> None:
     with pytest.raises(ValueError, match="level"):
         CascadeSettings(levels=levels)
     assert CascadeSettings(levels=("image",)).dense_level == "image"
+
+
+def test_pixel_ce_mode_ranks_and_rejects_unknown_modes() -> None:
+    grid = (4, 4)
+    good = torch.zeros((1, *grid, *grid))
+    good[0, 1, 1, 2, 3] = 1.0
+    bad = torch.zeros((1, *grid, *grid))
+    bad[0, 1, 1, 0, 0] = 1.0
+    args = (torch.tensor([[5]]), torch.tensor([[[3.0, 2.0]]]), torch.ones(1, 1, dtype=torch.bool))
+    assert pixel_bce_loss(good, *args, mode="ce") < pixel_bce_loss(bad, *args, mode="ce")
+    with pytest.raises(ValueError, match="bce"):
+        pixel_bce_loss(good, *args, mode="hinge")

@@ -48,6 +48,7 @@ class CascadeSettings:
     shared_attention: bool = False
     lambdas: tuple[float, float, float] = (1.0, 1.0, 1.0)
     temperature: float = 10.0
+    pixel_loss: str = "bce"  # "bce" (paper) or "ce" (cross-entropy over the target cells)
     mvam: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -161,7 +162,7 @@ class CascadeGenerator(nn.Module):
                                                            device)
             v_pix = self.volume("pixel", batch.src, batch.trg)
             losses["pixel"] = pixel_bce_loss(v_pix, src_idx, trg_grid, valid, self.pixel_log_scale.exp(),
-                                             bias=self.pixel_bias)
+                                             bias=self.pixel_bias, mode=s.pixel_loss)
         weights = dict(zip(LEVELS, s.lambdas, strict=True))
         losses["total"] = sum(weights[k] * v for k, v in losses.items())
         return losses

@@ -34,7 +34,8 @@ def contrastive_loss(v_pos: Tensor, v_neg: Tensor, fg_s: Tensor | None = None, f
 
 
 def pixel_bce_loss(volume: Tensor, src_idx: Tensor, trg_grid_xy: Tensor, valid: Tensor,
-                   temperature: Tensor | float = 10.0, sigma: float = 0.75, bias: Tensor | float = 0.0) -> Tensor:
+                   temperature: Tensor | float = 10.0, sigma: float = 0.75, bias: Tensor | float = 0.0,
+                   mode: str = "bce") -> Tensor:
     """Pixel-level supervision by the region level's pairs.
 
     volume `(B, h_s, w_s, h_t, w_t)`; src_idx `(B, K)` flat source cells; trg_grid_xy `(B, K, 2)`
@@ -43,6 +44,9 @@ def pixel_bce_loss(volume: Tensor, src_idx: Tensor, trg_grid_xy: Tensor, valid: 
     target cells trained with binary cross-entropy towards a Gaussian of width `sigma` cells around
     the pseudo-labelled target. The bias absorbs the overall level of the similarities (cosines of
     non-negative descriptors are all positive), so the volume itself only has to rank.
+
+    mode `ce` replaces the per-cell BCE with a cross-entropy over the target cells (the Gaussian
+    normalised to a distribution): a ranking loss, which trained better on the demo (docs/generator.md).
     """
     B, hs, ws, ht, wt = volume.shape
     if not bool(valid.any()):
@@ -55,6 +59,11 @@ def pixel_bce_loss(volume: Tensor, src_idx: Tensor, trg_grid_xy: Tensor, valid: 
     cells = torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=-1).to(volume.dtype)  # (N_t, 2) (col, row)
     d2 = ((cells[None] - trg_grid_xy[b_idx, k_idx][:, None, :].to(volume.dtype)) ** 2).sum(-1)
     target = torch.exp(-d2 / (2 * sigma**2))
+    if mode == "ce":
+        target = target / target.sum(dim=-1, keepdim=True)
+        return -(target * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+    if mode != "bce":
+        raise ValueError(f"pixel loss mode must be 'bce' or 'ce', got {mode!r}")
     # positives are ~1 cell among hundreds: weight them up so the loss is not won by predicting "no"
     pos_weight = torch.tensor(float(ht * wt) / (2 * torch.pi * sigma**2 + 1.0), device=volume.device)
     return F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight)

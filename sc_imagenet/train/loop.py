@@ -59,7 +59,7 @@ def cascade_settings(cfg: TrainConfig) -> CascadeSettings:
         levels=tuple(lvl for lvl in ("image", "region", "pixel") if lvl in cfg.levels), window=cfg.window,
         region_pairs=cfg.region_pairs, pixel_pairs=cfg.pixel_pairs, use_foreground=cfg.foreground != "none",
         use_rhm=cfg.use_rhm, rhm_L=cfg.rhm_L, shared_attention=cfg.shared_attention, lambdas=tuple(cfg.lambdas),
-        temperature=cfg.temperature, mvam=cfg.mvam.model_dump(),
+        temperature=cfg.temperature, pixel_loss=cfg.pixel_loss, mvam=cfg.mvam.model_dump(),
     )
 
 
