@@ -24,9 +24,7 @@ from sc_imagenet.detect.backends import create_detector
 from sc_imagenet.detect.policy import decide
 from sc_imagenet.detect.prefetch import iter_decoded_batches
 from sc_imagenet.io.weights import resolve_weights
-from sc_imagenet.synth import SynthConfig, generate_dataset, load_groundtruth
-
-UNREADABLE = {"truncated", "zero_byte"}
+from sc_imagenet.synth import UNREADABLE_BROKEN, SynthConfig, generate_dataset, load_groundtruth
 
 
 def precision_recall(keep: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -40,7 +38,7 @@ def precision_recall(keep: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 def evaluate_single_instance(weights: Path, root: Path, thresholds: list[float], imgsz: int = 320,
                              device: str = "cpu", batch: int = 16) -> list[dict[str, Any]]:
     gt = load_groundtruth(root)
-    imgs = gt.images[(gt.images.kind == "object") & ~gt.images.broken.isin(list(UNREADABLE))]
+    imgs = gt.images[(gt.images.kind == "object") & ~gt.images.broken.isin(sorted(UNREADABLE_BROKEN))]
     detector = create_detector("ultralytics", weights=weights, imgsz=imgsz, device=device)
     items = list(zip(imgs.image_id, imgs.rel_path, strict=True))
     per_image = []  # (conf, box area fraction) per image, in order

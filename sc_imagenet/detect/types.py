@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -35,4 +35,3 @@ class DecodedImage:
     rel_path: str
     rgb: np.ndarray | None
     error: str | None = None
-    extra: dict = field(default_factory=dict)

@@ -14,9 +14,7 @@ import cv2
 import numpy as np
 import yaml
 
-from sc_imagenet.synth import DEMO_CATEGORIES, load_groundtruth
-
-UNREADABLE = {"truncated", "zero_byte"}
+from sc_imagenet.synth import DEMO_CATEGORIES, UNREADABLE_BROKEN, load_groundtruth
 
 
 def object_class_names() -> list[str]:
@@ -42,7 +40,7 @@ def export_yolo_seg(root: Path, out: Path, val_fraction: float = 0.15, seed: int
     class_of = {c.wnid: names.index(c.name) for c in DEMO_CATEGORIES if c.kind == "object"}
     rng = np.random.default_rng(seed)
     for row in gt.images.itertuples(index=False):
-        if row.broken in UNREADABLE:
+        if row.broken in UNREADABLE_BROKEN:
             continue
         split = "val" if rng.random() < val_fraction else "train"
         src = (Path(root) / row.rel_path).resolve()

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from sc_imagenet.synth.config import READABLE_BROKEN
 from sc_imagenet.synth.groundtruth import GroundTruth, load_groundtruth
 from sc_imagenet.synth.meta import GT_DIR, meta_path
 
-READABLE_BROKEN = frozenset({"", "cmyk", "grayscale", "png_named_jpeg"})  # `broken` values load_rgb decodes
 _PERMUTE_MAX = 4_000_000  # ordered-pair spaces up to this size are shuffled whole; larger ones are sampled
 
 

@@ -20,7 +20,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,11 +208,6 @@ def open_manifest(stage_dir: Path) -> ds.Dataset:
 
 def read_manifest(stage_dir: Path, columns: list[str] | None = None, filter: Any = None) -> pa.Table:
     return open_manifest(stage_dir).to_table(columns=columns, filter=filter)
-
-
-def iter_batches(stage_dir: Path, columns: list[str] | None = None, batch_size: int = 8192) -> Iterator[pa.RecordBatch]:
-    """Stream a manifest in record batches (bounded memory at ImageNet scale)."""
-    yield from open_manifest(stage_dir).to_batches(columns=columns, batch_size=batch_size)
 
 
 class Timer:

@@ -38,6 +38,12 @@ class Generator:
         f = self.backbone.encode(images)
         return Features(f.tokens.to(self.device), f.grid, f.global_token.to(self.device))
 
+    def pair_features(self, src_rgb: np.ndarray, trg_rgb: np.ndarray) -> tuple[Features, Features]:
+        """Both images encoded in one backbone batch, split into (source, target) features."""
+        f = self.features_for([src_rgb, trg_rgb])
+        return (Features(f.tokens[:1], f.grid, f.global_token[:1]),
+                Features(f.tokens[1:], f.grid, f.global_token[1:]))
+
     @torch.no_grad()
     def volume(self, src: Features, trg: Features) -> torch.Tensor:
         """`(B, h_s, w_s, h_t, w_t)` refined volume, RHM-regularised when the model uses RHM."""
@@ -50,9 +56,7 @@ class Generator:
     def match(self, src_rgb: np.ndarray, trg_rgb: np.ndarray, k: int = 32, fg_s: np.ndarray | None = None,
               fg_t: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Top-k one-to-one matches in original pixels, foreground-constrained when masks are given."""
-        feats = self.features_for([src_rgb, trg_rgb])
-        src = Features(feats.tokens[:1], feats.grid, feats.global_token[:1])
-        trg = Features(feats.tokens[1:], feats.grid, feats.global_token[1:])
+        src, trg = self.pair_features(src_rgb, trg_rgb)
         v = self.model.volume(self.level, src, trg)
         gs = grid_masks(None if fg_s is None else [fg_s], src.grid, self.device)
         gt = grid_masks(None if fg_t is None else [fg_t], trg.grid, self.device)
@@ -65,9 +69,7 @@ class Generator:
     @torch.no_grad()
     def flow(self, src_rgb: np.ndarray, trg_rgb: np.ndarray) -> tuple[tuple[int, int], np.ndarray]:
         """For every source cell, the target pixel of its best match: `((h, w), (h*w, 2))`."""
-        feats = self.features_for([src_rgb, trg_rgb])
-        src = Features(feats.tokens[:1], feats.grid, feats.global_token[:1])
-        trg = Features(feats.tokens[1:], feats.grid, feats.global_token[1:])
+        src, trg = self.pair_features(src_rgb, trg_rgb)
         v = self.volume(src, trg)[0]
         h, w = src.grid
         best = v.reshape(h * w, -1).argmax(dim=1).cpu().numpy()

@@ -9,7 +9,15 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from sc_imagenet.synth.config import DEMO_CATEGORIES, GENERATOR_VERSION, Category, SynthConfig
+from sc_imagenet.synth.config import (
+    BROKEN_KINDS,
+    DEMO_CATEGORIES,
+    GENERATOR_VERSION,
+    READABLE_BROKEN,
+    UNREADABLE_BROKEN,
+    Category,
+    SynthConfig,
+)
 from sc_imagenet.synth.meta import GT_DIR, is_complete
 
 if TYPE_CHECKING:
@@ -35,9 +43,12 @@ _LAZY = {
 }
 
 __all__ = [
+    "BROKEN_KINDS",
     "DEMO_CATEGORIES",
     "GENERATOR_VERSION",
     "GT_DIR",
+    "READABLE_BROKEN",
+    "UNREADABLE_BROKEN",
     "Category",
     "GroundTruth",
     "Keypoints",

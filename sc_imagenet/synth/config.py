@@ -14,6 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 # dataset written by another version is then reported as a mismatch instead of being reused.
 GENERATOR_VERSION = "1"
 
+# Deliberately broken files, in the order they are assigned to object categories (kind i → object
+# category i mod n). The `broken` column of images.parquet holds one of these or "" (a normal file).
+BROKEN_KINDS = ("truncated", "zero_byte", "cmyk", "png_named_jpeg", "grayscale")
+UNREADABLE_BROKEN = frozenset({"truncated", "zero_byte"})  # no pixels can be decoded
+READABLE_BROKEN = frozenset({"", "cmyk", "png_named_jpeg", "grayscale"})  # `broken` values that decode
+
 CategoryKind = Literal["object", "scene", "texture"]
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sc_imagenet.synth.backgrounds import landscape, tiled_pattern
-from sc_imagenet.synth.config import DEMO_CATEGORIES, GENERATOR_VERSION, Category, SynthConfig
+from sc_imagenet.synth.config import BROKEN_KINDS, DEMO_CATEGORIES, GENERATOR_VERSION, Category, SynthConfig
 from sc_imagenet.synth.meta import (
     GT_DIR,
     config_matches,
@@ -27,7 +27,6 @@ from sc_imagenet.synth.meta import (
 from sc_imagenet.synth.render import finish, render_object_image
 from sc_imagenet.synth.templates import get_template
 from sc_imagenet.synth.writers import (
-    BROKEN_KINDS,
     IMAGES_SCHEMA,
     INSTANCES_SCHEMA,
     TEMPLATES_SCHEMA,

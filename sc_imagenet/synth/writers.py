@@ -14,14 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from sc_imagenet.synth.config import BROKEN_KINDS
 from sc_imagenet.synth.rle import encode_rle
 from sc_imagenet.synth.templates import Template
 from sc_imagenet.synth.warp import Warp
 
 JPEG_QUALITY = 90
-# Broken-file kinds, in the order they are assigned to object categories (kind i → object category i mod n).
-BROKEN_KINDS = ("truncated", "zero_byte", "cmyk", "png_named_jpeg", "grayscale")
-READABLE_BROKEN = frozenset({"cmyk", "png_named_jpeg", "grayscale"})
 
 IMAGES_SCHEMA = pa.schema(
     [
