@@ -133,7 +133,14 @@ class TrainConfig(StrictModel):
     pixel_loss: Literal["bce", "ce"] = Field(
         "bce", description="Pixel-level loss: bce (paper) or ce (cross-entropy over target cells)."
     )
+    adapter_levels: list[Literal["image", "region", "pixel"]] = Field(
+        default_factory=lambda: ["pixel"],
+        description="Levels whose backbone metric is learned (zero-initialised linear token adapter; [] = off).",
+    )
     mvam: MVAMConfig = Field(default_factory=MVAMConfig)
+    adapter_lr: float | None = Field(
+        None, gt=0, le=10, description="SGD learning rate of the token adapters (default: lr)."
+    )
     lr: float = Field(3e-5, gt=0, le=10, description="SGD learning rate (paper 3e-5).")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (paper 0.9).")
     weight_decay: float = Field(0.0, ge=0, le=1)

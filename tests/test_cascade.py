@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from sc_imagenet.matching.cascade import CascadeSettings, grid_masks, window_box
+from sc_imagenet.matching.backbones.base import Features
+from sc_imagenet.matching.cascade import CascadeGenerator, CascadeSettings, grid_masks, window_box
 from sc_imagenet.matching.losses import adaptive_pool, contrastive_loss, pixel_bce_loss
-from sc_imagenet.matching.mvam import correlation_4d
+from sc_imagenet.matching.mvam import TokenAdapter, correlation_4d
 
 
 def _volume(a: torch.Tensor, b: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -80,3 +81,30 @@ def test_pixel_ce_mode_ranks_and_rejects_unknown_modes() -> None:
     assert pixel_bce_loss(good, *args, mode="ce") < pixel_bce_loss(bad, *args, mode="ce")
     with pytest.raises(ValueError, match="bce"):
         pixel_bce_loss(good, *args, mode="hinge")
+
+
+def test_token_adapter_starts_as_the_backbone_metric_and_learns() -> None:
+    """A fresh pixel level (β = 0, adapter W = 0) is exactly the backbone's cosine volume; the adapter
+    gets gradients from the pixel loss at once (its zero weight sits on the residual, not in a gate)."""
+    torch.manual_seed(0)
+    grid = (3, 4)
+    src = Features(torch.randn(2, 12, 8), grid, torch.randn(2, 8))
+    trg = Features(torch.randn(2, 12, 8), grid, torch.randn(2, 8))
+    model = CascadeGenerator(8, CascadeSettings(mvam={"dim": 8, "heads": 2, "agg_channels": 4}))
+    assert set(model.adapter) == {"pixel"}
+    v = model.volume("pixel", src, trg)
+    assert torch.allclose(v, correlation_4d(src.tokens, trg.tokens, grid, grid), atol=1e-6)
+    loss = pixel_bce_loss(v, torch.tensor([[0], [5]]), torch.tensor([[[1.0, 2.0]], [[3.0, 0.0]]]),
+                          torch.ones(2, 1, dtype=torch.bool), mode="ce")
+    loss.backward()
+    assert model.adapter["pixel"].linear.weight.grad.abs().sum() > 0
+    x = torch.randn(5, 8)
+    assert torch.equal(TokenAdapter(8)(x), x)
+
+
+def test_adapter_levels_are_validated_and_optional() -> None:
+    with pytest.raises(ValueError, match="adapter_levels"):
+        CascadeSettings(adapter_levels=("pixels",))
+    model = CascadeGenerator(8, CascadeSettings(levels=("image",), adapter_levels=("pixel",),
+                                                mvam={"dim": 8, "heads": 2, "agg_channels": 4}))
+    assert len(model.adapter) == 0  # no pixel level trained: nothing to adapt

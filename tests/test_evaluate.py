@@ -264,7 +264,16 @@ def test_from_matcher_and_from_flow_adapters() -> None:
     on_centres = centres[[0, 7, 23]]
     np.testing.assert_allclose(from_flow(flow)(src_rgb, trg_rgb, on_centres), on_centres + shift, atol=1e-4)
     mid = np.array([[17.0, 12.0]], np.float32)  # between cells: bilinear interpolation of a shift is a shift
-    np.testing.assert_allclose(from_flow(flow, bilinear=True)(src_rgb, trg_rgb, mid), mid + shift, atol=1e-4)
+    np.testing.assert_allclose(from_flow(flow, mode="bilinear")(src_rgb, trg_rgb, mid), mid + shift, atol=1e-4)
+    # displacement keeps a point's offset inside its cell; `cell` snaps it to the cell's target centre
+    off = centres[[7]] + np.array([[3.0, -2.0]], np.float32)
+    np.testing.assert_allclose(from_flow(flow, mode="displacement")(src_rgb, trg_rgb, off), off + shift, atol=1e-4)
+    np.testing.assert_allclose(from_flow(flow, mode="cell")(src_rgb, trg_rgb, off), centres[[7]] + shift, atol=1e-4)
+    big = np.zeros((80, 120, 3), np.uint8)  # a target twice the size: the sub-cell offset scales with it
+    np.testing.assert_allclose(from_flow(flow, mode="displacement")(src_rgb, big, off),
+                               centres[[7]] + shift + np.array([[6.0, -4.0]]), atol=1e-4)
+    with pytest.raises(ValueError, match="flow mode"):
+        from_flow(flow, mode="nearest")  # type: ignore[arg-type]
 
 
 def test_soft_argmax_refinement() -> None:

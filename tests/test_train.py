@@ -11,8 +11,17 @@ import torch
 from sc_imagenet.config import TrainConfig
 from sc_imagenet.io.checkpoints import latest_checkpoint, list_checkpoints, load_checkpoint
 from sc_imagenet.io.images import load_rgb
+from sc_imagenet.matching.cascade import CascadeGenerator
+from sc_imagenet.matching.geometry import index_to_pixels
 from sc_imagenet.synth import SynthConfig, generate_dataset, load_groundtruth
-from sc_imagenet.train.loop import TrainData, TrainingDivergedError, load_generator, train_generator
+from sc_imagenet.train.loop import (
+    TrainData,
+    TrainingDivergedError,
+    cascade_settings,
+    load_generator,
+    param_groups,
+    train_generator,
+)
 from sc_imagenet.train.pairs import batches, epoch_pairs
 
 
@@ -107,6 +116,21 @@ def test_trained_generator_predicts_in_original_pixels(tiny_data: TrainData, tmp
     assert (s_xy[:, 0] < src.shape[1]).all() and (t_xy[:, 1] < trg.shape[0]).all()
     grid, flow = gen.flow(src, trg)
     assert flow.shape == (grid[0] * grid[1], 2)
+    # dense flow: the plain argmax of the pixel level's refined volume (RHM only when asked for)
+    s_f, t_f = gen.pair_features(src, trg)
+    best = gen.model.volume("pixel", s_f, t_f)[0].reshape(grid[0] * grid[1], -1).argmax(1)
+    np.testing.assert_allclose(flow, index_to_pixels(best, t_f.grid, trg.shape[:2]))
+    assert gen.flow(src, trg, hough=True)[1].shape == flow.shape
+
+
+def test_adapter_has_its_own_learning_rate() -> None:
+    cfg = tiny_cfg(adapter_lr=0.003)
+    model = CascadeGenerator(384, cascade_settings(cfg))
+    groups = param_groups(model, cfg)
+    assert [g.get("lr") for g in groups] == [None, 0.003]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.adapter.parameters()}
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    assert len(param_groups(CascadeGenerator(384, cascade_settings(tiny_cfg(adapter_levels=[]))), cfg)) == 1
 
 
 @pytest.mark.slow

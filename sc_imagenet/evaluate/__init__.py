@@ -15,6 +15,7 @@ from sc_imagenet.evaluate.methods import (
     identity_transfer,
     mutual_nn,
     mutual_nn_transfer,
+    nearest_neighbour_flow,
     nearest_neighbour_transfer,
 )
 from sc_imagenet.evaluate.pairs import EvalPair, sample_eval_pairs, sample_object_points
@@ -37,6 +38,7 @@ __all__ = [
     "identity_transfer",
     "mutual_nn",
     "mutual_nn_transfer",
+    "nearest_neighbour_flow",
     "nearest_neighbour_transfer",
     "pck",
     "register_method",

@@ -12,6 +12,7 @@ matches this equals adding the match's offset in grid cells.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import torch
@@ -77,6 +78,17 @@ def nearest_neighbour_transfer(backbone: Backbone, refine: bool = False, tempera
         return index_to_pixels(best, grid, _hw(trg_rgb))
 
     return transfer
+
+
+def nearest_neighbour_flow(backbone: Backbone) -> FlowFn:
+    """The backbone's dense flow: every source cell → the centre of its most cosine-similar target cell.
+    With `from_flow(..., mode="displacement")` this is the plain-NN counterpart of the generator's flow."""
+
+    def flow(src_rgb: np.ndarray, trg_rgb: np.ndarray) -> tuple[tuple[int, int], np.ndarray]:
+        sim, grid = pair_similarity(backbone, src_rgb, trg_rgb)
+        return grid, index_to_pixels(sim.argmax(1), grid, _hw(trg_rgb))
+
+    return flow
 
 
 def mutual_nn(sim: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -162,18 +174,33 @@ def _bilinear(field: np.ndarray, gxy: np.ndarray) -> np.ndarray:
     return (top * (1 - fy) + bottom * fy).astype(np.float32)
 
 
-def from_flow(flow_fn: FlowFn, bilinear: bool = False) -> Method:
-    """Adapter for a dense API `flow(src_rgb, trg_rgb) -> ((h, w), trg_xy_per_cell (h*w, 2))`: each source
-    point takes the target position of its source cell (with `bilinear`, the bilinear interpolation of
-    the four surrounding cells' positions at the point's continuous grid coordinate)."""
+FlowMode = Literal["cell", "bilinear", "displacement"]
+
+
+def from_flow(flow_fn: FlowFn, mode: FlowMode = "cell") -> Method:
+    """Adapter for a dense API `flow(src_rgb, trg_rgb) -> ((h, w), trg_xy_per_cell (h*w, 2))`.
+
+    mode `cell`: each source point takes the target position of its source cell (its cell's centre maps
+    there, so the point's offset inside the cell is lost); `bilinear`: the bilinear interpolation of the
+    four surrounding cells' target positions at the point's continuous grid coordinate; `displacement`:
+    the point moves by its cell's displacement (target position − cell centre, in normalised image
+    coordinates), keeping its sub-cell offset — the same rule MNN's nearest-match transfer applies.
+    """
+    if mode not in ("cell", "bilinear", "displacement"):
+        raise ValueError(f"flow mode must be 'cell', 'bilinear' or 'displacement', got {mode!r}")
 
     def transfer(src_rgb: np.ndarray, trg_rgb: np.ndarray, src_points: np.ndarray) -> np.ndarray:
         pts = _points(src_points)
         grid, trg_xy = flow_fn(src_rgb, trg_rgb)
         field = np.asarray(trg_xy, np.float32).reshape(grid[0], grid[1], 2)
-        if bilinear:
+        if mode == "bilinear":
             return _bilinear(field, pixels_to_grid(pts, grid, _hw(src_rgb)))
-        return field.reshape(-1, 2)[pixels_to_index(pts, grid, _hw(src_rgb))]
+        cells = pixels_to_index(pts, grid, _hw(src_rgb))
+        if mode == "cell":
+            return field.reshape(-1, 2)[cells]
+        s_hw, t_hw = _hw(src_rgb), _hw(trg_rgb)
+        moved = _normalise(field.reshape(-1, 2)[cells], t_hw) - _normalise(index_to_pixels(cells, grid, s_hw), s_hw)
+        return _denormalise(_normalise(pts, s_hw) + moved, t_hw)
 
     return transfer
 

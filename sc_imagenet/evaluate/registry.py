@@ -14,7 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sc_imagenet.evaluate.methods import Method, identity_transfer, mutual_nn_transfer, nearest_neighbour_transfer
+from sc_imagenet.evaluate.methods import (
+    Method,
+    from_flow,
+    identity_transfer,
+    mutual_nn_transfer,
+    nearest_neighbour_flow,
+    nearest_neighbour_transfer,
+)
 from sc_imagenet.matching.backbones.base import Backbone, create_backbone
 
 
@@ -45,6 +52,7 @@ MethodFactory = Callable[[MethodContext], Method]
 METHODS: dict[str, MethodFactory] = {
     "nn": lambda ctx: nearest_neighbour_transfer(ctx.backbone()),
     "nn-refine": lambda ctx: nearest_neighbour_transfer(ctx.backbone(), refine=True),
+    "nn-disp": lambda ctx: from_flow(nearest_neighbour_flow(ctx.backbone()), mode="displacement"),
     "mnn": lambda ctx: mutual_nn_transfer(ctx.backbone()),
     "identity": lambda ctx: identity_transfer,
 }

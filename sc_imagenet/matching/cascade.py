@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from sc_imagenet.matching.backbones.base import Backbone, Features
 from sc_imagenet.matching.geometry import index_to_pixels, pixels_to_grid, pixels_to_index
 from sc_imagenet.matching.losses import contrastive_loss, pixel_bce_loss
-from sc_imagenet.matching.mvam import MVAM, correlation_4d
+from sc_imagenet.matching.mvam import MVAM, TokenAdapter, correlation_4d
 from sc_imagenet.matching.pmps import PMPS, nms_pairs
 
 LEVELS = ("image", "region", "pixel")
@@ -49,12 +49,15 @@ class CascadeSettings:
     lambdas: tuple[float, float, float] = (1.0, 1.0, 1.0)
     temperature: float = 10.0
     pixel_loss: str = "bce"  # "bce" (paper) or "ce" (cross-entropy over the target cells)
+    adapter_levels: tuple[str, ...] = ("pixel",)  # levels with a learned token metric (`TokenAdapter`)
     mvam: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = [lvl for lvl in self.levels if lvl not in LEVELS]
         if unknown or not self.levels:
             raise ValueError(f"levels must be a non-empty subset of {LEVELS}, got {self.levels}")
+        if not set(self.adapter_levels) <= set(LEVELS):
+            raise ValueError(f"adapter_levels must be a subset of {LEVELS}, got {self.adapter_levels}")
         if self.levels == ("region",) or self.levels == ("pixel",) or self.levels == ("region", "pixel"):
             raise ValueError("the image level is needed: it is the only level supervised by image labels alone")
 
@@ -109,6 +112,8 @@ class CascadeGenerator(nn.Module):
         # ReZero-style residual: a level's volume = cosine of the backbone tokens + β·MVAM(...), β = 0 at
         # start. Weak supervision is noisy early on; starting from the backbone's own matching (instead
         # of from a randomly projected one) keeps the first pseudo-labels as good as the backbone.
+        self.adapter = nn.ModuleDict({lvl: TokenAdapter(in_dim) for lvl in settings.adapter_levels
+                                      if lvl in settings.levels})
         self.beta = nn.ParameterDict({lvl: nn.Parameter(torch.zeros(())) for lvl in settings.levels})
         # logit scale and offset of the pixel-level BCE, learned: pseudo-labels are only partly right, so
         # the right sharpness is not known in advance (a fixed scale makes β act as a temperature knob)
@@ -120,11 +125,13 @@ class CascadeGenerator(nn.Module):
 
     def volume(self, level: str, src: Features, trg: Features, trg_perm: Tensor | None = None) -> Tensor:
         """`(B, h_s, w_s, h_t, w_t)` volume of a level; `trg_perm` reorders the targets (negatives)."""
-        t_tok, t_glob = trg.tokens, trg.global_token
+        s_tok, s_glob, t_tok, t_glob = src.tokens, src.global_token, trg.tokens, trg.global_token
         if trg_perm is not None:
             t_tok, t_glob = t_tok[trg_perm], t_glob[trg_perm]
-        raw = correlation_4d(src.tokens, t_tok, src.grid, trg.grid)
-        refined = self.mvam[level](src.tokens, t_tok, src.global_token, t_glob, src.grid, trg.grid)
+        if level in self.adapter:
+            s_tok, s_glob, t_tok, t_glob = (self.adapter[level](x) for x in (s_tok, s_glob, t_tok, t_glob))
+        raw = correlation_4d(s_tok, t_tok, src.grid, trg.grid)
+        refined = self.mvam[level](s_tok, t_tok, s_glob, t_glob, src.grid, trg.grid)
         return raw + self.beta[level] * refined
 
     def forward(self, batch: PairBatch, region_backbone: Backbone | None) -> dict[str, Tensor]:

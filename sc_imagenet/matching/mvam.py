@@ -73,6 +73,26 @@ def correlation_4d(
     return corr.reshape(F_s.shape[0], *grid_s, *grid_t)
 
 
+class TokenAdapter(nn.Module):
+    """A learned metric on the backbone tokens: `F ↦ F + F Wᵀ`, `W` (C, C) zero-initialised.
+
+    The residual volume of a level is `cos(F_s, F_t) + β·MVAM(F_s, F_t)`; without an adapter its first
+    term is fixed by the frozen backbone, so a level can only re-rank matches through β·MVAM. The adapter
+    makes that term trainable too while starting exactly at the backbone's own metric (W = 0), so early
+    pseudo-labels are not degraded. Applied to patch and global tokens alike.
+
+    Shape: `(…, C)` → `(…, C)`.
+    """
+
+    def __init__(self, in_dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_dim, in_dim, bias=False)
+        nn.init.zeros_(self.linear.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.linear(x)
+
+
 class GatedCrossAttention(nn.Module):
     """Ψ(F_s, F_t): global-token-gated multi-head cross-attention in both directions (paper Eq. 1).
 

@@ -6,7 +6,8 @@
 
 Features are computed once per image (`features_for`), so a caller matching one image against
 many reuses them; the volume comes from the pixel level (or the image level if no pixel level was
-trained), PMPS regularises it (RHM) and picks one-to-one pairs, NMS spreads them.
+trained), PMPS regularises it (RHM) and picks one-to-one pairs for `match`, NMS spreads them; `flow`
+(dense) takes the plain argmax of the refined volume.
 """
 
 from __future__ import annotations
@@ -67,10 +68,15 @@ class Generator:
         return src_xy, trg_xy, sel["score"][0].float().cpu().numpy()[ok].astype(np.float32)
 
     @torch.no_grad()
-    def flow(self, src_rgb: np.ndarray, trg_rgb: np.ndarray) -> tuple[tuple[int, int], np.ndarray]:
-        """For every source cell, the target pixel of its best match: `((h, w), (h*w, 2))`."""
+    def flow(self, src_rgb: np.ndarray, trg_rgb: np.ndarray, hough: bool = False) -> tuple[tuple[int, int], np.ndarray]:
+        """For every source cell, the target pixel (cell centre) of its best match: `((h, w), (h*w, 2))`.
+
+        The argmax is over the refined volume itself by default: RHM's single translation prior suits
+        picking a few confident pairs (`match`) but drags the dense field of rotated or deformed
+        instances towards one offset (measured on the demo: PCK@0.1 0.49 without vs 0.45 with).
+        `hough=True` uses the RHM-regularised volume as `match` does."""
         src, trg = self.pair_features(src_rgb, trg_rgb)
-        v = self.volume(src, trg)[0]
+        v = self.volume(src, trg)[0] if hough else self.model.volume(self.level, src, trg)[0]
         h, w = src.grid
         best = v.reshape(h * w, -1).argmax(dim=1).cpu().numpy()
         return src.grid, index_to_pixels(best, trg.grid, trg_rgb.shape[:2])

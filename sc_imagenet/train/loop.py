@@ -59,8 +59,20 @@ def cascade_settings(cfg: TrainConfig) -> CascadeSettings:
         levels=tuple(lvl for lvl in ("image", "region", "pixel") if lvl in cfg.levels), window=cfg.window,
         region_pairs=cfg.region_pairs, pixel_pairs=cfg.pixel_pairs, use_foreground=cfg.foreground != "none",
         use_rhm=cfg.use_rhm, rhm_L=cfg.rhm_L, shared_attention=cfg.shared_attention, lambdas=tuple(cfg.lambdas),
-        temperature=cfg.temperature, pixel_loss=cfg.pixel_loss, mvam=cfg.mvam.model_dump(),
+        temperature=cfg.temperature, pixel_loss=cfg.pixel_loss, adapter_levels=tuple(cfg.adapter_levels),
+        mvam=cfg.mvam.model_dump(),
     )
+
+
+def param_groups(model: CascadeGenerator, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """SGD parameter groups: the token adapters at `adapter_lr` (when set), everything else at `lr`."""
+    adapter = [p for p in model.adapter.parameters()]
+    ids = {id(p) for p in adapter}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    groups: list[dict[str, Any]] = [{"params": rest}]
+    if adapter:
+        groups.append({"params": adapter, "lr": cfg.adapter_lr or cfg.lr})
+    return groups
 
 
 def make_backbones(cfg: TrainConfig, checkpoint: Path | None, device: str) -> tuple[Backbone, Backbone]:
@@ -125,7 +137,7 @@ def train_generator(cfg: TrainConfig, seed: int, data: TrainData, ckpt_dir: Path
     np.random.seed(seed % 2**32)
     backbone, region_backbone = make_backbones(cfg, backbone_checkpoint, device)
     model = CascadeGenerator(backbone.out_dim, cascade_settings(cfg)).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)  # constant, as in the paper
     amp = device.startswith("cuda") if cfg.amp == "auto" else bool(cfg.amp)
     per_epoch = len(batches(epoch_pairs(data.images_by_wnid, seed, 0), cfg.batch_size)) // world
