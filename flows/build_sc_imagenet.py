@@ -24,7 +24,7 @@ from sc_imagenet.build import BuildPlan, ensure_data, execute_stage, plan_build
 from sc_imagenet.config import load_config, write_resolved_config
 from sc_imagenet.io.locks import BuildLock
 from sc_imagenet.paths import default_builds_dir
-from sc_imagenet.reporting import build_summary_rows, markdown_table
+from sc_imagenet.reporting import build_summary_rows, markdown_table, quality_lines
 from sc_imagenet.stages import STAGES
 
 FLOW_NAME = "build-sc-imagenet"
@@ -106,9 +106,9 @@ def build_sc_imagenet(
         write_resolved_config(plan.cfg, plan.out_dir, plan.profile)
         results = [stage_task.with_options(tags=list(STAGES[name].tags))(plan, name) for name in plan.stages]
     rows = build_summary_rows(plan.out_dir)
-    create_markdown_artifact(key="build-summary", markdown=markdown_table(rows),
-                             description=f"sc-imagenet build at {plan.out_dir}")
-    logger.info("build finished:\n" + markdown_table(rows))
+    summary = "\n\n".join([markdown_table(rows), *quality_lines(plan.out_dir)])
+    create_markdown_artifact(key="build-summary", markdown=summary, description=f"sc-imagenet build at {plan.out_dir}")
+    logger.info("build finished:\n" + summary)
     return results
 
 

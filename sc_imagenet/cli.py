@@ -38,10 +38,12 @@ def _run_flow(args: argparse.Namespace, profile: str) -> int:
 
 
 def _print_status(out_dir: Path) -> None:
-    from sc_imagenet.reporting import build_summary_rows, text_table
+    from sc_imagenet.reporting import build_summary_rows, quality_lines, text_table
 
     print(f"\nsc-imagenet build at {out_dir}")
     print(text_table(build_summary_rows(out_dir)))
+    for line in quality_lines(out_dir):
+        print(line)
     print(f"resolved config: {out_dir / 'config.resolved.yaml'}")
 
 

@@ -19,6 +19,26 @@ def build_summary_rows(out_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+_PCK_LABELS = (("", "generator"), ("mnn_", "MNN baseline"), ("nn_", "NN, same transfer"))
+
+
+def quality_lines(out_dir: Path) -> list[str]:
+    """One line per finished stage that measured PCK on held-out synthetic pairs (`train` today), e.g.
+    `train: PCK@0.05/0.1 generator 0.278/0.519 · MNN baseline 0.269/0.485 · … (100 held-out pairs)`."""
+    from sc_imagenet.io.manifest import read_stage_record
+
+    lines = []
+    for s in stage_states(out_dir):
+        record = read_stage_record(Path(s["path"])) if s["state"] == "complete" else None
+        extra = record.extra if record is not None else {}
+        parts = [f"{label} {extra[f'{p}pck@0.05']:.3f}/{extra[f'{p}pck@0.1']:.3f}" for p, label in _PCK_LABELS
+                 if f"{p}pck@0.05" in extra and f"{p}pck@0.1" in extra]
+        if parts:
+            n = int(extra.get("eval_pairs", 0))
+            lines.append(f"{s['stage']}: PCK@0.05/0.1 " + " · ".join(parts) + f" ({n} held-out synthetic pairs)")
+    return lines
+
+
 def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|")
 

@@ -63,6 +63,9 @@ def test_demo_deployment_then_rerun_skips(prefect: LocalPrefect, tmp_path: Path)
     assert (out / "data" / "_groundtruth" / "meta.json").exists()
     train = read_stage_record(out / "manifests" / "train")
     assert Path(train.extra["checkpoint"]).is_file() and 0 <= train.extra["pck@0.1"] <= 1
+    text = subprocess.run([BIN / "sc-imagenet", "status", "--out", str(out)], env=env, capture_output=True,
+                          text=True, check=True).stdout
+    assert "train: PCK@0.05/0.1 generator" in text and "MNN baseline" in text
     single = read_manifest(out / "manifests" / "single_instance").to_pandas()
     assert len(single) == len(index) and 0.6 < single.keep.mean() < 0.95
     assert single[single.keep].mask_poly.map(len).min() >= 6  # kept images carry their instance mask
