@@ -116,10 +116,15 @@ def test_trained_generator_predicts_in_original_pixels(tiny_data: TrainData, tmp
     assert (s_xy[:, 0] < src.shape[1]).all() and (t_xy[:, 1] < trg.shape[0]).all()
     grid, flow = gen.flow(src, trg)
     assert flow.shape == (grid[0] * grid[1], 2)
-    # dense flow: the plain argmax of the pixel level's refined volume (RHM only when asked for)
+    # dense flow: the plain argmax of the pixel level's refined volume (RHM only when asked for) ...
     s_f, t_f = gen.pair_features(src, trg)
     best = gen.model.volume("pixel", s_f, t_f)[0].reshape(grid[0] * grid[1], -1).argmax(1)
-    np.testing.assert_allclose(flow, index_to_pixels(best, t_f.grid, trg.shape[:2]))
+    cell = gen.flow(src, trg, subcell=False)[1]
+    np.testing.assert_allclose(cell, index_to_pixels(best, t_f.grid, trg.shape[:2]))
+    # ... refined within the best cell's 3×3 neighbourhood at the learned temperature
+    assert gen.subcell_temperature == pytest.approx(float(1 / gen.model.pixel_log_scale.detach().exp()))
+    cell_px = trg.shape[1] / t_f.grid[1], trg.shape[0] / t_f.grid[0]
+    assert (np.abs(flow - cell) <= np.array(cell_px) + 1e-3).all() and not np.allclose(flow, cell)
     assert gen.flow(src, trg, hough=True)[1].shape == flow.shape
 
 

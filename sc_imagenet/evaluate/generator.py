@@ -15,7 +15,7 @@ from sc_imagenet.evaluate.run import evaluate
 
 def generator_transfer(checkpoint: Path, device: str = "cpu", backbone_checkpoint: Path | None = None) -> Method:
     """Dense transfer by the generator's pixel-level volume: each point moves by its source cell's
-    displacement to the best target cell (`Generator.flow`, `from_flow(mode="displacement")`)."""
+    displacement to its sub-cell best target position (`Generator.flow`, `from_flow(mode="displacement")`)."""
     from sc_imagenet.train.loop import load_generator
 
     return from_flow(load_generator(Path(checkpoint), device, backbone_checkpoint).flow, mode="displacement")
@@ -33,14 +33,15 @@ register_method("generator", _factory)
 def evaluate_generator_vs_mnn(checkpoint: Path, root: Path, n_pairs: int, seed: int,
                               backbone_checkpoint: Path | None = None, device: str = "cpu") -> dict[str, float]:
     """PCK@0.05/0.1 on the same held-out pairs of the generator (`pck@α`) and of its own frozen backbone
-    with mutual nearest neighbours (`mnn_pck@α`, the issue's baseline) and with plain nearest neighbours
-    under the generator's displacement transfer (`nn_pck@α`: what the learned levels add)."""
+    with mutual nearest neighbours (`mnn_pck@α`, the issue's baseline) and with nearest neighbours
+    under the generator's own transfer — sub-cell soft-argmax (T 0.05) and displacement (`nn_pck@α`,
+    method `nn-refine-disp`): what training adds on top of the read-out."""
     from sc_imagenet.train.loop import load_generator
 
     gen = load_generator(Path(checkpoint), device, backbone_checkpoint)
     pairs = sample_eval_pairs(root, n_pairs, seed=seed)
     runs = {"": from_flow(gen.flow, mode="displacement"), "mnn_": mutual_nn_transfer(gen.backbone),
-            "nn_": from_flow(nearest_neighbour_flow(gen.backbone), mode="displacement")}
+            "nn_": from_flow(nearest_neighbour_flow(gen.backbone, refine=True), mode="displacement")}
     out: dict[str, float] = {}
     for prefix, method in runs.items():
         res = evaluate(method, pairs, root)

@@ -19,7 +19,13 @@ import torch
 import torch.nn.functional as F
 
 from sc_imagenet.matching.backbones.base import Backbone
-from sc_imagenet.matching.geometry import grid_to_pixels, index_to_pixels, pixels_to_grid, pixels_to_index
+from sc_imagenet.matching.geometry import (
+    grid_to_pixels,
+    index_to_pixels,
+    pixels_to_grid,
+    pixels_to_index,
+    soft_argmax_3x3,
+)
 
 Method = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 # match(src_rgb, trg_rgb, k) -> (src_xy (K, 2), trg_xy (K, 2), score (K,)), both in original pixels
@@ -45,24 +51,6 @@ def pair_similarity(backbone: Backbone, src_rgb: np.ndarray,
     return tok[0] @ tok[1].T, feats.grid
 
 
-def soft_argmax_3x3(sim_rows: torch.Tensor, best: torch.Tensor, grid: tuple[int, int],
-                    temperature: float = 0.05) -> np.ndarray:
-    """Sub-cell refinement: the softmax(sim / temperature)-weighted mean position of the 3×3 cells around
-    each `best` cell (cells off the grid are ignored). sim_rows (N, h*w), best (N,) flat indices.
-    Returns (N, 2) float32 continuous grid coordinates (col, row), cell centres at integers."""
-    h, w = grid
-    rows, cols = best // w, best % w
-    d = torch.tensor([-1, 0, 1], device=best.device)
-    nr = (rows[:, None, None] + d[None, :, None]).expand(-1, 3, 3).reshape(len(best), 9)
-    nc = (cols[:, None, None] + d[None, None, :]).expand(-1, 3, 3).reshape(len(best), 9)
-    inside = (nr >= 0) & (nr < h) & (nc >= 0) & (nc < w)
-    vals = torch.gather(sim_rows, 1, (nr.clamp(0, h - 1) * w + nc.clamp(0, w - 1)))
-    weights = torch.softmax(vals.masked_fill(~inside, float("-inf")) / temperature, dim=1)
-    gx = (weights * nc.to(weights.dtype)).sum(1)
-    gy = (weights * nr.to(weights.dtype)).sum(1)
-    return torch.stack([gx, gy], 1).cpu().numpy().astype(np.float32)
-
-
 def nearest_neighbour_transfer(backbone: Backbone, refine: bool = False, temperature: float = 0.05) -> Method:
     """Each source point → its cell's token → the most cosine-similar target token → that cell's centre
     (or, with `refine`, the soft-argmax over its 3×3 neighbourhood, `soft_argmax_3x3`)."""
@@ -80,13 +68,17 @@ def nearest_neighbour_transfer(backbone: Backbone, refine: bool = False, tempera
     return transfer
 
 
-def nearest_neighbour_flow(backbone: Backbone) -> FlowFn:
-    """The backbone's dense flow: every source cell → the centre of its most cosine-similar target cell.
-    With `from_flow(..., mode="displacement")` this is the plain-NN counterpart of the generator's flow."""
+def nearest_neighbour_flow(backbone: Backbone, refine: bool = False, temperature: float = 0.05) -> FlowFn:
+    """The backbone's dense flow: every source cell → the centre of its most cosine-similar target cell
+    (with `refine`, the soft-argmax over that cell's 3×3 neighbourhood). With `from_flow(...,
+    mode="displacement")` and `refine` this is the untrained counterpart of `Generator.flow`."""
 
     def flow(src_rgb: np.ndarray, trg_rgb: np.ndarray) -> tuple[tuple[int, int], np.ndarray]:
         sim, grid = pair_similarity(backbone, src_rgb, trg_rgb)
-        return grid, index_to_pixels(sim.argmax(1), grid, _hw(trg_rgb))
+        best = sim.argmax(1)
+        if refine:
+            return grid, grid_to_pixels(soft_argmax_3x3(sim, best, grid, temperature), grid, _hw(trg_rgb))
+        return grid, index_to_pixels(best, grid, _hw(trg_rgb))
 
     return flow
 

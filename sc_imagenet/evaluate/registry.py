@@ -53,6 +53,8 @@ METHODS: dict[str, MethodFactory] = {
     "nn": lambda ctx: nearest_neighbour_transfer(ctx.backbone()),
     "nn-refine": lambda ctx: nearest_neighbour_transfer(ctx.backbone(), refine=True),
     "nn-disp": lambda ctx: from_flow(nearest_neighbour_flow(ctx.backbone()), mode="displacement"),
+    "nn-refine-disp": lambda ctx: from_flow(nearest_neighbour_flow(ctx.backbone(), refine=True),
+                                            mode="displacement"),
     "mnn": lambda ctx: mutual_nn_transfer(ctx.backbone()),
     "identity": lambda ctx: identity_transfer,
 }

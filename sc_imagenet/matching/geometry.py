@@ -59,3 +59,21 @@ def grid_to_pixels(grid_xy: np.ndarray, grid: tuple[int, int], orig_hw: tuple[in
     h, w = grid
     H, W = orig_hw
     return np.stack([(g[:, 0] + 0.5) * W / w - 0.5, (g[:, 1] + 0.5) * H / h - 0.5], axis=1).astype(np.float32)
+
+
+def soft_argmax_3x3(sim_rows: torch.Tensor, best: torch.Tensor, grid: tuple[int, int],
+                    temperature: float = 0.05) -> np.ndarray:
+    """Sub-cell refinement: the softmax(sim / temperature)-weighted mean position of the 3×3 cells around
+    each `best` cell (cells off the grid are ignored). sim_rows (N, h*w), best (N,) flat indices.
+    Returns (N, 2) float32 continuous grid coordinates (col, row), cell centres at integers."""
+    h, w = grid
+    rows, cols = best // w, best % w
+    d = torch.tensor([-1, 0, 1], device=best.device)
+    nr = (rows[:, None, None] + d[None, :, None]).expand(-1, 3, 3).reshape(len(best), 9)
+    nc = (cols[:, None, None] + d[None, None, :]).expand(-1, 3, 3).reshape(len(best), 9)
+    inside = (nr >= 0) & (nr < h) & (nc >= 0) & (nc < w)
+    vals = torch.gather(sim_rows, 1, (nr.clamp(0, h - 1) * w + nc.clamp(0, w - 1)))
+    weights = torch.softmax(vals.masked_fill(~inside, float("-inf")) / temperature, dim=1)
+    gx = (weights * nc.to(weights.dtype)).sum(1)
+    gy = (weights * nr.to(weights.dtype)).sum(1)
+    return torch.stack([gx, gy], 1).cpu().numpy().astype(np.float32)

@@ -7,7 +7,7 @@
 Features are computed once per image (`features_for`), so a caller matching one image against
 many reuses them; the volume comes from the pixel level (or the image level if no pixel level was
 trained), PMPS regularises it (RHM) and picks one-to-one pairs for `match`, NMS spreads them; `flow`
-(dense) takes the plain argmax of the refined volume.
+(dense) takes the plain argmax of the refined volume, refined to sub-cell precision.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 
 from sc_imagenet.matching.backbones.base import Backbone, Features
 from sc_imagenet.matching.cascade import CascadeGenerator, grid_masks
-from sc_imagenet.matching.geometry import index_to_pixels
+from sc_imagenet.matching.geometry import grid_to_pixels, index_to_pixels, soft_argmax_3x3
 from sc_imagenet.matching.pmps import hough_confidence
 
 
@@ -67,16 +67,32 @@ class Generator:
         trg_xy = index_to_pixels(sel["trg_idx"][0].cpu().numpy()[ok], trg.grid, trg_rgb.shape[:2])
         return src_xy, trg_xy, sel["score"][0].float().cpu().numpy()[ok].astype(np.float32)
 
+    @property
+    def subcell_temperature(self) -> float:
+        """Softmax temperature of the flow's sub-cell refinement: the inverse of the logit scale the
+        pixel level learned with its CE/BCE loss (how sharp its trained volume is meant to be read);
+        0.05 (the `nn-refine` default) for a model without a pixel level."""
+        if self.level != "pixel":
+            return 0.05
+        return float(1.0 / self.model.pixel_log_scale.detach().exp())
+
     @torch.no_grad()
-    def flow(self, src_rgb: np.ndarray, trg_rgb: np.ndarray, hough: bool = False) -> tuple[tuple[int, int], np.ndarray]:
-        """For every source cell, the target pixel (cell centre) of its best match: `((h, w), (h*w, 2))`.
+    def flow(self, src_rgb: np.ndarray, trg_rgb: np.ndarray, hough: bool = False,
+             subcell: bool = True) -> tuple[tuple[int, int], np.ndarray]:
+        """For every source cell, the target pixel of its best match: `((h, w), (h*w, 2))` float32.
 
         The argmax is over the refined volume itself by default: RHM's single translation prior suits
         picking a few confident pairs (`match`) but drags the dense field of rotated or deformed
         instances towards one offset (measured on the demo: PCK@0.1 0.49 without vs 0.45 with).
-        `hough=True` uses the RHM-regularised volume as `match` does."""
+        `hough=True` uses the RHM-regularised volume as `match` does. With `subcell` the target is the
+        soft-argmax over the 3×3 cells around the best one (`soft_argmax_3x3` at
+        `subcell_temperature`) instead of that cell's centre."""
         src, trg = self.pair_features(src_rgb, trg_rgb)
         v = self.volume(src, trg)[0] if hough else self.model.volume(self.level, src, trg)[0]
         h, w = src.grid
-        best = v.reshape(h * w, -1).argmax(dim=1).cpu().numpy()
-        return src.grid, index_to_pixels(best, trg.grid, trg_rgb.shape[:2])
+        rows = v.reshape(h * w, -1).float()
+        best = rows.argmax(dim=1)
+        if subcell:
+            refined = soft_argmax_3x3(rows, best, trg.grid, self.subcell_temperature)
+            return src.grid, grid_to_pixels(refined, trg.grid, trg_rgb.shape[:2])
+        return src.grid, index_to_pixels(best.cpu().numpy(), trg.grid, trg_rgb.shape[:2])
