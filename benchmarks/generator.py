@@ -1,5 +1,5 @@
 """Generator cost: seconds per image (backbone features, computed once per image) and per pair
-(pixel-level MVAM volume + PMPS selection of 32 matches), parameters, peak memory.
+(pixel-level MVAM volume + PMPS selection of 32 matches; the dense sub-cell flow), parameters, peak memory.
 
     .venv/bin/python benchmarks/generator.py                                   # dense-sift at 160 and 512, CPU
     python benchmarks/generator.py --backbone ibot-vit-base-16 --sizes 512 --device cuda --bf16
@@ -71,9 +71,11 @@ def measure(args: argparse.Namespace, size: int, ckpt: Path | None, images: list
                 model.pmps(model.volume(gen.level, src, trg).float(), 32)
 
         per_pair = timed(pair, args.repeat, args.device)
+        per_flow = timed(lambda: gen.flow(images[0], images[1]), args.repeat, args.device)
     gpu = f", peak GPU {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if args.device.startswith("cuda") else ""
     print(f"{args.backbone} @ {size}px (grid {f.grid[0]}x{f.grid[1]}), {args.device}{' bf16' if args.bf16 else ''}: "
           f"features {per_image:.3f} s/image, volume+PMPS {per_pair:.3f} s/pair, "
+          f"dense flow incl. both images' features {per_flow:.3f} s/pair, "
           f"{params:,} trainable parameters (3 levels){gpu}")
 
 
