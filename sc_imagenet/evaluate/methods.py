@@ -54,18 +54,7 @@ def pair_similarity(backbone: Backbone, src_rgb: np.ndarray,
 def nearest_neighbour_transfer(backbone: Backbone, refine: bool = False, temperature: float = 0.05) -> Method:
     """Each source point → its cell's token → the most cosine-similar target token → that cell's centre
     (or, with `refine`, the soft-argmax over its 3×3 neighbourhood, `soft_argmax_3x3`)."""
-
-    def transfer(src_rgb: np.ndarray, trg_rgb: np.ndarray, src_points: np.ndarray) -> np.ndarray:
-        pts = _points(src_points)
-        sim, grid = pair_similarity(backbone, src_rgb, trg_rgb)
-        idx = torch.as_tensor(pixels_to_index(pts, grid, _hw(src_rgb)), device=sim.device)
-        rows = sim[idx]
-        best = rows.argmax(1)
-        if refine:
-            return grid_to_pixels(soft_argmax_3x3(rows, best, grid, temperature), grid, _hw(trg_rgb))
-        return index_to_pixels(best, grid, _hw(trg_rgb))
-
-    return transfer
+    return from_flow(nearest_neighbour_flow(backbone, refine, temperature), mode="cell")
 
 
 def nearest_neighbour_flow(backbone: Backbone, refine: bool = False, temperature: float = 0.05) -> FlowFn:

@@ -66,7 +66,7 @@ def cascade_settings(cfg: TrainConfig) -> CascadeSettings:
 
 def param_groups(model: CascadeGenerator, cfg: TrainConfig) -> list[dict[str, Any]]:
     """SGD parameter groups: the token adapters at `adapter_lr` (when set), everything else at `lr`."""
-    adapter = [p for p in model.adapter.parameters()]
+    adapter = list(model.adapter.parameters())
     ids = {id(p) for p in adapter}
     rest = [p for p in model.parameters() if id(p) not in ids]
     groups: list[dict[str, Any]] = [{"params": rest}]
