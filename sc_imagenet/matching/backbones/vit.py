@@ -9,7 +9,7 @@ checkpoint's position embeddings are resampled to that grid before a strict load
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,36 +131,23 @@ DINOV2_VIT_B14 = ViTSpec("dinov2-vit-base-14", "vit_base_patch14_dinov2", 14)
 VIT_SPECS = {s.name: s for s in (IBOT_VIT_B16, DINO_VIT_S16, DINO_VIT_B16, DINOV2_VIT_S14, DINOV2_VIT_B14)}
 
 
-@register_backbone(IBOT_VIT_B16.name)
-def ibot_vit_base_16(checkpoint: Path | str | None = None, input_size: int = 224, layer: int | None = None,
-                     arch_overrides: dict[str, Any] | None = None) -> TimmViT:
-    """iBOT ViT-B/16 (the paper's backbone); give the teacher checkpoint or its backbone state_dict."""
-    return build_vit(IBOT_VIT_B16, checkpoint, input_size, layer, arch_overrides)
+def _registered_factory(spec: ViTSpec, doc: str) -> Callable[..., TimmViT]:
+    """Register `create_backbone(spec.name, checkpoint=..., input_size=..., layer=..., arch_overrides=...)`."""
+
+    def factory(checkpoint: Path | str | None = None, input_size: int = 224, layer: int | None = None,
+                arch_overrides: dict[str, Any] | None = None) -> TimmViT:
+        return build_vit(spec, checkpoint, input_size, layer, arch_overrides)
+
+    factory.__name__ = factory.__qualname__ = spec.name.replace("-", "_")
+    factory.__doc__ = doc
+    return register_backbone(spec.name)(factory)
 
 
-@register_backbone(DINO_VIT_S16.name)
-def dino_vit_small_16(checkpoint: Path | str | None = None, input_size: int = 224, layer: int | None = None,
-                      arch_overrides: dict[str, Any] | None = None) -> TimmViT:
-    """DINO ViT-S/16."""
-    return build_vit(DINO_VIT_S16, checkpoint, input_size, layer, arch_overrides)
-
-
-@register_backbone(DINO_VIT_B16.name)
-def dino_vit_base_16(checkpoint: Path | str | None = None, input_size: int = 224, layer: int | None = None,
-                     arch_overrides: dict[str, Any] | None = None) -> TimmViT:
-    """DINO ViT-B/16."""
-    return build_vit(DINO_VIT_B16, checkpoint, input_size, layer, arch_overrides)
-
-
-@register_backbone(DINOV2_VIT_S14.name)
-def dinov2_vit_small_14(checkpoint: Path | str | None = None, input_size: int = 224, layer: int | None = None,
-                        arch_overrides: dict[str, Any] | None = None) -> TimmViT:
-    """DINOv2 ViT-S/14 (layerscale; input_size must be a multiple of 14)."""
-    return build_vit(DINOV2_VIT_S14, checkpoint, input_size, layer, arch_overrides)
-
-
-@register_backbone(DINOV2_VIT_B14.name)
-def dinov2_vit_base_14(checkpoint: Path | str | None = None, input_size: int = 224, layer: int | None = None,
-                       arch_overrides: dict[str, Any] | None = None) -> TimmViT:
-    """DINOv2 ViT-B/14 (layerscale; input_size must be a multiple of 14)."""
-    return build_vit(DINOV2_VIT_B14, checkpoint, input_size, layer, arch_overrides)
+ibot_vit_base_16 = _registered_factory(
+    IBOT_VIT_B16, "iBOT ViT-B/16 (the paper's backbone); give the teacher checkpoint or its backbone state_dict.")
+dino_vit_small_16 = _registered_factory(DINO_VIT_S16, "DINO ViT-S/16.")
+dino_vit_base_16 = _registered_factory(DINO_VIT_B16, "DINO ViT-B/16.")
+dinov2_vit_small_14 = _registered_factory(
+    DINOV2_VIT_S14, "DINOv2 ViT-S/14 (layerscale; input_size must be a multiple of 14).")
+dinov2_vit_base_14 = _registered_factory(
+    DINOV2_VIT_B14, "DINOv2 ViT-B/14 (layerscale; input_size must be a multiple of 14).")
