@@ -22,9 +22,9 @@ import torch
 
 from sc_imagenet.config import TrainConfig
 from sc_imagenet.matching.backbones import BACKBONES, Features
+from sc_imagenet.matching.builder import make_backbones
 from sc_imagenet.matching.cascade import CascadeGenerator
 from sc_imagenet.matching.predictor import Generator
-from sc_imagenet.train.loop import cascade_settings, make_backbones
 
 TIMM_ARCH = {"ibot-vit-base-16": "vit_base_patch16_224", "dino-vit-base-16": "vit_base_patch16_224",
              "dino-vit-small-16": "vit_small_patch16_224"}
@@ -55,7 +55,7 @@ def timed(fn, repeat: int, device: str) -> float:
 def measure(args: argparse.Namespace, size: int, ckpt: Path | None, images: list[np.ndarray]) -> None:
     cfg = TrainConfig(backbone=args.backbone, input_size=size, device=args.device)
     backbone, _ = make_backbones(cfg, ckpt, args.device)
-    model = CascadeGenerator(backbone.out_dim, cascade_settings(cfg)).to(args.device)
+    model = CascadeGenerator(backbone.out_dim, cfg).to(args.device)
     gen = Generator(backbone, model)
     params = sum(p.numel() for p in model.parameters())
     if args.device.startswith("cuda"):

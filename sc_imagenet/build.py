@@ -44,6 +44,9 @@ class BuildPlan:
     def stage_dir(self, name: str) -> Path:
         return stage_dir(self.out_dir, name)
 
+    def artifact_dir(self, name: str) -> Path:
+        return artifact_dir(self.out_dir, name)
+
 
 @dataclass
 class StageResult:
@@ -54,7 +57,13 @@ class StageResult:
 
 
 def stage_dir(out_dir: Path, name: str) -> Path:
+    """The stage's manifest folder: shards and `_stage.json`, nothing else."""
     return out_dir / "manifests" / name
+
+
+def artifact_dir(out_dir: Path, name: str) -> Path:
+    """Files a stage makes that are not manifest rows (model checkpoints, exports), named in its record."""
+    return out_dir / "artifacts" / name
 
 
 def resolve_data_root(cfg: BuildConfig, out_dir: Path) -> Path:
@@ -167,6 +176,7 @@ def execute_stage(
     record = read_stage_record(sdir)
     if name in plan.forced:
         shutil.rmtree(sdir, ignore_errors=True)
+        shutil.rmtree(plan.artifact_dir(name), ignore_errors=True)
     elif record is not None and record.fingerprint == fp:
         log(f"[{name}] complete (fingerprint {fp}), skipping: {record.rows} rows")
         return StageResult(name, True, record, [{"stage": name, "state": "skipped", "rows": record.rows}])
@@ -175,7 +185,8 @@ def execute_stage(
         (sdir / STAGE_RECORD).unlink()
     sdir.mkdir(parents=True, exist_ok=True)
     timer = Timer()
-    ctx = StageContext(plan.cfg, plan.out_dir, plan.data_root, sdir, fp, inputs, progress, log, on_progress)
+    ctx = StageContext(plan.cfg, plan.out_dir, plan.data_root, sdir, fp, inputs, progress, log, on_progress,
+                       plan.artifact_dir(name))
     out = stage.run(ctx)
     _clean_leftovers(sdir, out.shards)
     record = StageRecord(

@@ -33,18 +33,10 @@ def _run_flow(args: argparse.Namespace, profile: str) -> int:
 
         build_sc_imagenet(config=profile, data_root=args.data_root, out=str(plan.out_dir),
                           stages=plan.stages, force=args.force, overrides=overrides or None)
-    _print_status(plan.out_dir)
+    from sc_imagenet.reporting import print_status
+
+    print_status(plan.out_dir)
     return 0
-
-
-def _print_status(out_dir: Path) -> None:
-    from sc_imagenet.reporting import build_summary_rows, quality_lines, text_table
-
-    print(f"\nsc-imagenet build at {out_dir}")
-    print(text_table(build_summary_rows(out_dir)))
-    for line in quality_lines(out_dir):
-        print(line)
-    print(f"resolved config: {out_dir / 'config.resolved.yaml'}")
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -69,7 +61,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(states, indent=2))
     else:
-        _print_status(out.resolve())
+        from sc_imagenet.reporting import print_status
+
+        print_status(out.resolve())
     return 0
 
 

@@ -18,8 +18,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sc_imagenet import __version__
+from sc_imagenet.io.atomic import atomic_write_text
+from sc_imagenet.matching.settings import GeneratorConfig, MVAMConfig  # noqa: F401  (MVAMConfig: re-exported)
 from sc_imagenet.paths import PROFILES_DIR, REPO_ROOT
-from sc_imagenet.synth import SynthConfig
+from sc_imagenet.synth.config import SynthConfig
 
 
 class StrictModel(BaseModel):
@@ -97,47 +99,14 @@ class SingleInstanceConfig(StrictModel):
     )
 
 
-class MVAMConfig(StrictModel):
-    dim: int = Field(128, ge=8, le=2048, description="Gated cross-attention width.")
-    heads: int = Field(4, ge=1, le=64)
-    agg_channels: int = Field(16, ge=1, le=256, description="Channels of the 4D window attention.")
-    window: int = Field(2, ge=1, le=8, description="4D attention window (cells per dimension).")
-    depth: int = Field(1, ge=0, le=8, description="4D window attention blocks.")
-    downsample: int = Field(2, ge=1, le=8, description="4D downsampling factor before aggregation.")
-    use_aggregation: bool = True
+class TrainConfig(GeneratorConfig):
+    """The cascaded pseudo-label generator (paper §3.1–3.3). Ablation switches map to Tables 4–5.
 
+    The generator's own fields (backbone, input sizes, levels, foreground, RHM, window, pairs, losses,
+    `mvam`, ...) are defined once, in `sc_imagenet.matching.settings` (`GeneratorConfig`); this section
+    adds how to train it. Keys stay flat: `train.window`, `train.mvam.dim`.
+    """
 
-class TrainConfig(StrictModel):
-    """The cascaded pseudo-label generator (paper §3.1–3.3). Ablation switches map to Tables 4–5."""
-
-    backbone: str = Field("ibot-vit-base-16", description="Backbone registry name (dense-sift needs no weights).")
-    backbone_checkpoint: str | None = Field(
-        None, description="models/registry.yaml backbones entry or a local checkpoint path (ViT backbones)."
-    )
-    input_size: int = Field(512, ge=32, le=2048, description="Square network input of the image level (paper 512).")
-    region_input_size: int = Field(160, ge=16, le=1024, description="Square network input of a region crop.")
-    levels: list[Literal["image", "region", "pixel"]] = Field(
-        default_factory=lambda: ["image", "region", "pixel"], min_length=1, description="Cascade levels (Table 5)."
-    )
-    foreground: str = Field(
-        "detector_mask", description="Foreground source (detector_mask, box, saliency, none = off; Table 4 II)."
-    )
-    use_rhm: bool = Field(True, description="Regularized Hough matching in PMPS (Table 4 III).")
-    rhm_L: int = Field(5, ge=1, le=31, description="RHM hyperpixel/neighbourhood length L (Table 4 IV–VI).")
-    shared_attention: bool = Field(False, description="One MVAM shared by all levels (Table 4 VII).")
-    window: int = Field(5, ge=1, le=15, description="Region size in image-level cells (paper 5×5).")
-    region_pairs: int = Field(8, ge=1, le=256, description="Suspected matches (regions) per pair at image level.")
-    pixel_pairs: int = Field(16, ge=1, le=256, description="Pseudo-labels per pair for the pixel level (paper 16).")
-    lambdas: tuple[float, float, float] = Field((1.0, 1.0, 1.0), description="λ1, λ2, λ3 of Eq. 3.")
-    temperature: float = Field(10.0, gt=0, le=1000, description="Initial logit scale of the pixel-level loss.")
-    pixel_loss: Literal["bce", "ce"] = Field(
-        "bce", description="Pixel-level loss: bce (paper) or ce (cross-entropy over target cells)."
-    )
-    adapter_levels: list[Literal["image", "region", "pixel"]] = Field(
-        default_factory=lambda: ["pixel"],
-        description="Levels whose backbone metric is learned (zero-initialised linear token adapter; [] = off).",
-    )
-    mvam: MVAMConfig = Field(default_factory=MVAMConfig)
     adapter_lr: float | None = Field(
         None, gt=0, le=10, description="SGD learning rate of the token adapters (default: lr)."
     )
@@ -273,9 +242,7 @@ def write_resolved_config(cfg: BuildConfig, out_dir: Path, profile: str) -> Path
         "config": json.loads(cfg.model_dump_json()),
     }
     path = out_dir / "config.resolved.yaml"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
-    tmp.replace(path)
+    atomic_write_text(path, yaml.safe_dump(doc, sort_keys=False))
     return path
 
 

@@ -39,6 +39,16 @@ def quality_lines(out_dir: Path) -> list[str]:
     return lines
 
 
+def print_status(out_dir: Path) -> None:
+    """The per-stage table, PCK lines and where the resolved config is (`sc-imagenet status`, after a
+    build, `make demo`)."""
+    print(f"\nsc-imagenet build at {out_dir}")
+    print(text_table(build_summary_rows(out_dir)))
+    for line in quality_lines(out_dir):
+        print(line)
+    print(f"resolved config: {out_dir / 'config.resolved.yaml'}")
+
+
 def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|")
 

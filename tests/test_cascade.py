@@ -108,3 +108,26 @@ def test_adapter_levels_are_validated_and_optional() -> None:
     model = CascadeGenerator(8, CascadeSettings(levels=("image",), adapter_levels=("pixel",),
                                                 mvam={"dim": 8, "heads": 2, "agg_channels": 4}))
     assert len(model.adapter) == 0  # no pixel level trained: nothing to adapt
+
+
+def test_the_cascade_gets_the_config_settings_unchanged() -> None:
+    """`TrainConfig` inherits the cascade's fields (one definition, `matching/settings.py`); the model keeps
+    an immutable copy of exactly those values, and a bad value is a config error naming the field."""
+    from pydantic import ValidationError
+
+    from sc_imagenet.config import ConfigError, TrainConfig, load_config
+    from sc_imagenet.matching.settings import CascadeConfig, GeneratorConfig
+
+    cfg = TrainConfig.model_validate({"levels": ["pixel", "image"], "foreground": "none", "window": 3, "lr": 0.5,
+                                      "mvam": {"dim": 8, "heads": 2, "agg_channels": 4}})
+    model = CascadeGenerator(8, cfg)
+    assert isinstance(model.settings, CascadeSettings)
+    assert model.settings.model_dump() == cfg.model_dump(include=set(CascadeConfig.model_fields))
+    assert not model.settings.use_foreground and model.settings.level_order == ("image", "pixel")
+    assert list(model.mvam) == ["image", "pixel"]  # modules built in cascade order, whatever the config's order
+    with pytest.raises(ValidationError, match="frozen"):
+        model.settings.window = 4
+    # a checkpoint's settings (a TrainConfig dump) rebuild the generator; training-only keys are ignored
+    assert GeneratorConfig.from_settings(cfg.model_dump(mode="json")).levels == ["pixel", "image"]
+    with pytest.raises(ConfigError, match=r"train\.levels: .*image level is needed"):
+        load_config("demo", {"train": {"levels": ["region", "pixel"]}})

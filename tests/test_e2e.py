@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from conftest import jpeg_bytes, write_list
@@ -63,6 +64,9 @@ def test_demo_deployment_then_rerun_skips(prefect: LocalPrefect, tmp_path: Path)
     assert (out / "data" / "_groundtruth" / "meta.json").exists()
     train = read_stage_record(out / "manifests" / "train")
     assert Path(train.extra["checkpoint"]).is_file() and 0 <= train.extra["pck@0.1"] <= 1
+    assert Path(train.extra["checkpoint"]).parent == out / "artifacts" / "train"  # beside, not in, the manifest
+    for stage in status:  # every manifest folder reads as one table (artifacts live elsewhere)
+        assert len(pd.read_parquet(out / "manifests" / stage)) == status[stage]["rows"]
     text = subprocess.run([BIN / "sc-imagenet", "status", "--out", str(out)], env=env, capture_output=True,
                           text=True, check=True).stdout
     assert "train: PCK@0.05/0.1 generator" in text and "MNN baseline" in text

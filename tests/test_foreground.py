@@ -14,7 +14,6 @@ from PIL import Image
 from sc_imagenet.foreground import (
     DEFAULT_BLUR,
     DetectionRecord,
-    ForegroundProvider,
     ForegroundSource,
     binarize,
     box_mask,
@@ -29,6 +28,7 @@ from sc_imagenet.foreground import (
     scale_points,
 )
 from sc_imagenet.io.manifest import ShardWriter, shard_path
+from sc_imagenet.stages.single_instance import foreground_provider
 from sc_imagenet.synth import SynthConfig, generate_dataset, load_groundtruth
 
 DEMO_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "demo-yolo-seg.pt"
@@ -300,35 +300,35 @@ def small_manifest(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_provider_serves_kept_images(small_manifest: tuple[Path, Path]) -> None:
     stage, data = small_manifest
-    prov = ForegroundProvider(stage, data, "detector_mask")
+    prov = foreground_provider(stage, data, "detector_mask")
     assert len(prov) == 2 and "a" in prov and "b" not in prov and sorted(prov.image_ids) == ["a", "c"]
     a = prov.mask_for("a", (40, 60))
     assert a.shape == (40, 60) and a.dtype == np.float32 and a[10, 11] == 1 and a[29, 39] == 0
     c = prov.mask_for("c", (15, 15))  # no polygon → the box; pixels 4..13 span [3.5, 13.5] → [1.5, 6.5]
     assert c.sum() == 25 and c[2:7, 2:7].all()
     assert prov.record("c").polygon is None and prov.rel_path("c") == "n02/c.JPEG"
-    only_n02 = ForegroundProvider(stage, data, "box", wnids=["n02"])
+    only_n02 = foreground_provider(stage, data, "box", wnids=["n02"])
     assert only_n02.image_ids == ["c"]
 
 
 def test_provider_key_errors(small_manifest: tuple[Path, Path]) -> None:
     stage, data = small_manifest
-    prov = ForegroundProvider(stage, data, "none")
+    prov = foreground_provider(stage, data, "none")
     with pytest.raises(KeyError, match=r"'b' is not a kept image .*dropped by the single-instance policy"):
         prov.mask_for("b", (4, 4))
     with pytest.raises(KeyError, match="'zzz' is not a kept image"):
         prov.mask_for("zzz", (4, 4))
     with pytest.raises(ValueError, match="unknown foreground source"):
-        ForegroundProvider(stage, data, "sam")
+        foreground_provider(stage, data, "sam")
     with pytest.raises(FileNotFoundError):
-        ForegroundProvider(stage.parent / "missing", data, "box")
+        foreground_provider(stage.parent / "missing", data, "box")
 
 
 def test_provider_loads_the_image_only_when_needed(small_manifest: tuple[Path, Path]) -> None:
     stage, data = small_manifest
     # c's file does not exist: sources without pixels never open it, saliency does unless given the image
-    assert ForegroundProvider(stage, data, "box").mask_for("c", (30, 30)).sum() == 100
-    sal = ForegroundProvider(stage, data, "saliency", method="fine_grained")
+    assert foreground_provider(stage, data, "box").mask_for("c", (30, 30)).sum() == 100
+    sal = foreground_provider(stage, data, "saliency", method="fine_grained")
     with pytest.raises(FileNotFoundError):
         sal.mask_for("c", (30, 30))
     given = sal.mask_for("c", (30, 30), image=_test_images()["random"])
@@ -383,7 +383,7 @@ def detected(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def _mean_iou(detected: dict[str, Any], source: str, kwargs: dict[str, Any], out_hw: tuple[int, int] | None) -> float:
-    prov = ForegroundProvider(detected["stage"], detected["root"], source, **kwargs)
+    prov = foreground_provider(detected["stage"], detected["root"], source, **kwargs)
     gt = detected["gt"]
     scores = []
     for image_id in prov.image_ids:

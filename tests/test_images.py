@@ -10,9 +10,10 @@ import pytest
 from conftest import BAD_FILES, jpeg_bytes
 from PIL import Image
 
-from sc_imagenet.io.images import STATUSES, load_rgb, probe_image
+from sc_imagenet.io.images import STATUSES, load_rgb, pil_pixel_limit_lifted, probe_image
 from sc_imagenet.io.manifest import shard_fingerprint
-from sc_imagenet.io.scan import ScanTask, list_files, pil_pixel_limit_lifted, scan_category
+from sc_imagenet.io.scan import list_files
+from sc_imagenet.stages.index import ScanTask, scan_category
 
 
 @pytest.mark.parametrize("name", sorted(BAD_FILES))

@@ -15,6 +15,7 @@ import numpy as np
 
 from sc_imagenet.detect.types import ImageDetections
 from sc_imagenet.devices import resolve_device
+from sc_imagenet.registry import Registry
 
 
 class Detector(ABC):
@@ -27,18 +28,17 @@ class Detector(ABC):
         """images: RGB uint8 `(H_i, W_i, 3)`, any sizes. Returns one result per image, same order."""
 
 
-DETECTORS: dict[str, Callable[..., Detector]] = {}
+DETECTORS: Registry[Callable[..., Detector]] = Registry("detector backend")
 
 
 def register_detector(cls: type[Detector]) -> type[Detector]:
-    DETECTORS[cls.name] = cls
+    """Class decorator: register a `Detector` subclass under its `name` (ValueError if taken)."""
+    DETECTORS.register(cls.name, cls)
     return cls
 
 
 def create_detector(name: str, **kwargs: Any) -> Detector:
-    if name not in DETECTORS:
-        raise ValueError(f"unknown detector backend {name!r}; known: {sorted(DETECTORS)}")
-    return DETECTORS[name](**kwargs)
+    return DETECTORS[name](**kwargs)  # unknown name: ValueError listing the known backends
 
 
 @register_detector

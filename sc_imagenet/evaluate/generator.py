@@ -1,6 +1,6 @@
 """The trained generator as an evaluation method, and its comparison with mutual nearest neighbours.
 
-    python -m sc_imagenet.evaluate --root DIR --method generator mnn --checkpoint <out>/manifests/train/generator.pt
+    python -m sc_imagenet.evaluate --root DIR --method generator mnn --checkpoint <out>/artifacts/train/generator.pt
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from sc_imagenet.evaluate.run import evaluate
 def generator_transfer(checkpoint: Path, device: str = "cpu", backbone_checkpoint: Path | None = None) -> Method:
     """Dense transfer by the generator's pixel-level volume: each point moves by its source cell's
     displacement to its sub-cell best target position (`Generator.flow`, `from_flow(mode="displacement")`)."""
-    from sc_imagenet.train.loop import load_generator
+    from sc_imagenet.matching.builder import load_generator
 
     return from_flow(load_generator(Path(checkpoint), device, backbone_checkpoint).flow, mode="displacement")
 
@@ -36,7 +36,7 @@ def evaluate_generator_vs_mnn(checkpoint: Path, root: Path, n_pairs: int, seed: 
     with mutual nearest neighbours (`mnn_pck@α`, the issue's baseline) and with nearest neighbours
     under the generator's own transfer — sub-cell soft-argmax (T 0.05) and displacement (`nn_pck@α`,
     method `nn-refine-disp`): what training adds on top of the read-out."""
-    from sc_imagenet.train.loop import load_generator
+    from sc_imagenet.matching.builder import load_generator
 
     gen = load_generator(Path(checkpoint), device, backbone_checkpoint)
     pairs = sample_eval_pairs(root, n_pairs, seed=seed)

@@ -1,4 +1,4 @@
-"""Named methods for the evaluation CLI: a dict from name to factory, so later stages add theirs.
+"""Named methods for the evaluation CLI: a registry from name to factory, so later stages add theirs.
 
     from sc_imagenet.evaluate.registry import register_method
     register_method("generator", lambda ctx: from_matcher(load_generator(ctx.options["checkpoint"]).match))
@@ -23,6 +23,7 @@ from sc_imagenet.evaluate.methods import (
     nearest_neighbour_transfer,
 )
 from sc_imagenet.matching.backbones.base import Backbone, create_backbone
+from sc_imagenet.registry import Registry
 
 
 def get_backbone(name: str, **kwargs: Any) -> Backbone:
@@ -49,19 +50,18 @@ class MethodContext:
 
 MethodFactory = Callable[[MethodContext], Method]
 
-METHODS: dict[str, MethodFactory] = {
-    "nn": lambda ctx: nearest_neighbour_transfer(ctx.backbone()),
-    "nn-refine": lambda ctx: nearest_neighbour_transfer(ctx.backbone(), refine=True),
-    "nn-disp": lambda ctx: from_flow(nearest_neighbour_flow(ctx.backbone()), mode="displacement"),
-    "nn-refine-disp": lambda ctx: from_flow(nearest_neighbour_flow(ctx.backbone(), refine=True),
-                                            mode="displacement"),
-    "mnn": lambda ctx: mutual_nn_transfer(ctx.backbone()),
-    "identity": lambda ctx: identity_transfer,
-}
+METHODS: Registry[MethodFactory] = Registry("evaluation method")
 
 
 def register_method(name: str, factory: MethodFactory) -> None:
     """Add a named method factory; ValueError if the name is taken."""
-    if name in METHODS:
-        raise ValueError(f"evaluation method {name!r} registered twice")
-    METHODS[name] = factory
+    METHODS.register(name, factory)
+
+
+register_method("nn", lambda ctx: nearest_neighbour_transfer(ctx.backbone()))
+register_method("nn-refine", lambda ctx: nearest_neighbour_transfer(ctx.backbone(), refine=True))
+register_method("nn-disp", lambda ctx: from_flow(nearest_neighbour_flow(ctx.backbone()), mode="displacement"))
+register_method("nn-refine-disp", lambda ctx: from_flow(nearest_neighbour_flow(ctx.backbone(), refine=True),
+                                                        mode="displacement"))
+register_method("mnn", lambda ctx: mutual_nn_transfer(ctx.backbone()))
+register_method("identity", lambda ctx: identity_transfer)

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--input-size", type=int, default=None, help="backbone input side (backbone default if unset)")
     ap.add_argument("--checkpoint", type=Path, default=None, help="backbone weights (ViT backbones)")
     ap.add_argument("--generator", type=Path, default=None,
-                    help="trained generator checkpoint (<out>/manifests/train/generator.pt) for --method generator")
+                    help="trained generator checkpoint (<out>/artifacts/train/generator.pt) for --method generator")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dense-points", type=int, default=0, help="also score this many random object points/pair")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")

@@ -1,7 +1,8 @@
 """Foreground masks that keep pseudo-labels on the object (docs/foreground.md).
 
 Sources (`create_foreground(name, **kwargs)`): `detector_mask`, `box`, `saliency`, `none`.
-Later stages use `ForegroundProvider(single_instance_dir, data_root, source).mask_for(image_id, (h, w))`.
+Later stages use `sc_imagenet.stages.single_instance.foreground_provider(single_instance_dir, data_root,
+source).mask_for(image_id, (h, w))`, a `ForegroundProvider` over the manifest's kept rows.
 """
 
 from __future__ import annotations
@@ -17,14 +18,13 @@ from sc_imagenet.foreground.base import (
     register_foreground,
 )
 from sc_imagenet.foreground.geometry import box_mask, ones_mask, polygon_mask, resample_mask, scale_points
-from sc_imagenet.foreground.provider import MANIFEST_COLUMNS, ForegroundProvider
+from sc_imagenet.foreground.provider import ForegroundProvider
 from sc_imagenet.foreground.saliency import DEFAULT_BLUR, SALIENCY_METHODS, binarize, normalize01, saliency_mask
 from sc_imagenet.foreground.sources import BoxSource, DetectorMaskSource, NoneSource, SaliencySource
 
 __all__ = [
     "DEFAULT_BLUR",
     "FOREGROUND_SOURCES",
-    "MANIFEST_COLUMNS",
     "SALIENCY_METHODS",
     "BoxSource",
     "DetectionRecord",

@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from sc_imagenet.registry import Registry
+
 
 @dataclass(frozen=True)
 class DetectionRecord:
@@ -66,17 +68,16 @@ class ForegroundSource(ABC):
             raise ValueError(f"foreground source {self.name!r} needs the image's DetectionRecord")
 
 
-FOREGROUND_SOURCES: dict[str, type[ForegroundSource]] = {}
+FOREGROUND_SOURCES: Registry[type[ForegroundSource]] = Registry("foreground source")
 
 
 def register_foreground(name: str) -> Callable[[type[ForegroundSource]], type[ForegroundSource]]:
     """Class decorator: register a `ForegroundSource` subclass under `name` (sets `cls.name`)."""
 
     def deco(cls: type[ForegroundSource]) -> type[ForegroundSource]:
-        if name in FOREGROUND_SOURCES and FOREGROUND_SOURCES[name] is not cls:
-            raise ValueError(f"foreground source {name!r} is already registered")
+        FOREGROUND_SOURCES.check_free(name)
         cls.name = name
-        FOREGROUND_SOURCES[name] = cls
+        FOREGROUND_SOURCES.register(name, cls)
         return cls
 
     return deco
@@ -89,8 +90,4 @@ def foreground_names() -> list[str]:
 
 def create_foreground(name: str, **kwargs: Any) -> ForegroundSource:
     """Instantiate the source registered as `name` with its keyword arguments."""
-    try:
-        cls = FOREGROUND_SOURCES[name]
-    except KeyError:
-        raise ValueError(f"unknown foreground source {name!r}; known: {', '.join(foreground_names())}") from None
-    return cls(**kwargs)
+    return FOREGROUND_SOURCES[name](**kwargs)  # unknown name: ValueError listing the known sources

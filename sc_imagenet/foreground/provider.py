@@ -1,9 +1,11 @@
 """Foreground masks by image id, for the stages after `single_instance`.
 
-`ForegroundProvider` reads the `single_instance` manifest once, indexes its kept rows by image id and
-answers `mask_for(image_id, (h, w))` with the configured source. The manifest table stays in Arrow
-memory (compact list columns) and a `DetectionRecord` is built per call, so only an id → row dict
-grows with the number of images.
+`ForegroundProvider` indexes a table of kept detections (one row per image: the columns in
+`ForegroundProvider.COLUMNS`, as the `single_instance` stage writes them; build it from a manifest
+with `sc_imagenet.stages.single_instance.foreground_provider`) by image id and answers
+`mask_for(image_id, (h, w))` with the configured source. The table stays in Arrow memory (compact
+list columns) and a `DetectionRecord` is built per call, so only an id → row dict grows with the
+number of images.
 """
 
 from __future__ import annotations
@@ -13,38 +15,35 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from sc_imagenet.foreground.base import DetectionRecord, ForegroundSource, create_foreground
 from sc_imagenet.io.images import load_rgb
-from sc_imagenet.io.manifest import read_manifest
-
-MANIFEST_COLUMNS = ["image_id", "rel_path", "width", "height", "keep", "box", "mask_poly"]
 
 
 class ForegroundProvider:
-    """Masks for the images the `single_instance` stage kept.
+    """Masks for kept images.
 
-    single_instance_dir: the stage folder (`<out>/manifests/single_instance`). data_root: the image
-    root that the manifest's `rel_path` is relative to. source, **kwargs: passed to
-    `create_foreground` (e.g. `"saliency", method="fine_grained"`). wnids: read only these categories
-    (the `wnid=` partitions), which bounds memory when a caller works one category at a time.
+    table: one row per kept image with the columns in `COLUMNS` (`box` `[x1, y1, x2, y2]` and
+    `mask_poly` flattened `(K, 2)` xy, original-image pixels; `mask_poly` may be null). data_root: the
+    image root that `rel_path` is relative to. source, **kwargs: passed to `create_foreground` (e.g.
+    `"saliency", method="fine_grained"`). origin: where the table came from, for error messages.
     """
 
-    def __init__(self, single_instance_dir: Path, data_root: Path, source: str,
-                 wnids: list[str] | None = None, **kwargs: Any) -> None:
-        self.stage_dir = Path(single_instance_dir)
+    COLUMNS = ("image_id", "rel_path", "width", "height", "box", "mask_poly")
+
+    def __init__(self, table: pa.Table, data_root: Path, source: str, origin: str = "the kept-image table",
+                 **kwargs: Any) -> None:
+        missing = [c for c in self.COLUMNS if c not in table.column_names]
+        if missing:
+            raise ValueError(f"ForegroundProvider: {origin} lacks column(s) {missing}")
+        self.origin = origin
         self.data_root = Path(data_root)
         self.source: ForegroundSource = create_foreground(source, **kwargs)
-        flt = pc.field("keep") == True  # noqa: E712 (an Arrow expression, not a Python comparison)
-        if wnids is not None:
-            flt = flt & pc.field("wnid").isin(list(wnids))
-        table: pa.Table = read_manifest(self.stage_dir, columns=MANIFEST_COLUMNS, filter=flt)
         ids = table.column("image_id").to_pylist()
         self._row: dict[str, int] = {}
         for pos, image_id in enumerate(ids):
             if image_id in self._row:
-                raise ValueError(f"image_id {image_id!r} appears twice among kept rows of {self.stage_dir}")
+                raise ValueError(f"image_id {image_id!r} appears twice among kept rows of {origin}")
             self._row[image_id] = pos
         self._table = table
 
@@ -63,8 +62,8 @@ class ForegroundProvider:
         try:
             return self._row[image_id]
         except KeyError:
-            raise KeyError(f"image_id {image_id!r} is not a kept image of the single_instance manifest "
-                           f"{self.stage_dir} (unknown, or dropped by the single-instance policy)") from None
+            raise KeyError(f"image_id {image_id!r} is not a kept image of {self.origin} "
+                           "(unknown, or dropped by the single-instance policy)") from None
 
     def rel_path(self, image_id: str) -> str:
         return self._table.column("rel_path")[self._pos(image_id)].as_py()

@@ -8,7 +8,6 @@ untrusted input.
 
 from __future__ import annotations
 
-import os
 import random
 import re
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from sc_imagenet.io.atomic import atomic_path
 
 CKPT_RE = re.compile(r"^step-(\d{8})\.pt$")
 
@@ -52,11 +53,8 @@ def checkpoint_path(directory: Path, step: int) -> Path:
 def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep_last: int = 3) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(directory, step)
-    tmp = directory / f".{path.name}.{os.getpid()}.tmp"
-    torch.save(payload, tmp)
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     for old in list_checkpoints(directory)[:-keep_last]:
         old.unlink()
     return path

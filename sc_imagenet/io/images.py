@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import stat
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,18 @@ STATUSES: dict[str, str] = {
 }
 
 VERIFY_MODES = ("header", "draft", "full")
+
+
+@contextmanager
+def pil_pixel_limit_lifted() -> Iterator[None]:
+    """Our own `max_pixels` check replaces PIL's global bomb limit while a scan runs (so too-large
+    images still report their dimensions); PIL's limit is restored afterwards."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
 
 
 @dataclass(frozen=True)

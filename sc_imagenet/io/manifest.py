@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import time
 from collections.abc import Iterable, Mapping
+from contextlib import ExitStack, closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from sc_imagenet import __version__
+from sc_imagenet.io.atomic import atomic_path, atomic_write_bytes, temp_path  # atomic_write_bytes: also re-exported
 
 FINGERPRINT_KEY = b"sc_imagenet.fingerprint"
 SCHEMA_VERSION_KEY = b"sc_imagenet.schema_version"
@@ -55,29 +56,6 @@ def shard_path(stage_dir: Path, wnid: str | None = None) -> Path:
     return stage_dir / f"wnid={wnid}" / SHARD_NAME if wnid is not None else stage_dir / SHARD_NAME
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a dot-prefixed temp file, fsync, rename: readers see the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
-    _fsync_dir(path.parent)
-
-
 class ShardWriter:
     """Streams rows into one Parquet shard; the shard appears only when the writer closes cleanly.
 
@@ -94,18 +72,22 @@ class ShardWriter:
         row_group_size: int = 4096,
     ) -> None:
         self.path = path
-        # pid in the temp name: an orphaned worker of a killed build can never clobber a rerun's file
-        self.tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+        # `.<name>.<pid>.tmp` (io.atomic): invisible to readers, never clobbered by an orphaned worker
+        self.tmp = temp_path(path)
         meta = {FINGERPRINT_KEY: fingerprint.encode(), SCHEMA_VERSION_KEY: str(schema_version).encode()}
         self.schema = schema.with_metadata({**(schema.metadata or {}), **meta})
         self.row_group_size = row_group_size
         self.rows = 0
         self._buffer: list[dict[str, Any]] = []
         self._writer: pq.ParquetWriter | None = None
+        self._stack: ExitStack | None = None
 
     def __enter__(self) -> ShardWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
+        with ExitStack() as stack:
+            self.tmp = stack.enter_context(atomic_path(self.path))
+            self._writer = stack.enter_context(
+                closing(pq.ParquetWriter(self.tmp, self.schema, compression="zstd")))
+            self._stack = stack.pop_all()  # closed in __exit__: writer first, then commit or remove the temp
         return self
 
     def write(self, row: Mapping[str, Any]) -> None:
@@ -124,17 +106,13 @@ class ShardWriter:
             self._buffer.clear()
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        assert self._writer is not None
-        if exc_type is None:
-            self._flush()
-        self._writer.close()
+        assert self._stack is not None
+        stack, self._stack = self._stack, None
         if exc_type is not None:
-            self.tmp.unlink(missing_ok=True)
+            stack.__exit__(exc_type, exc, tb)  # closes the writer, removes the temp file; the error propagates
             return
-        with open(self.tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        self.tmp.replace(self.path)
-        _fsync_dir(self.path.parent)
+        with stack:  # flush the last rows, close the writer, then fsync + rename + fsync the folder
+            self._flush()
 
 
 def shard_fingerprint(path: Path) -> str | None:
@@ -155,6 +133,11 @@ def list_shards(stage_dir: Path) -> list[Path]:
     if not stage_dir.exists():
         return []
     return sorted(p for p in stage_dir.rglob("*.parquet") if not p.name.startswith((".", "_")))
+
+
+def category_shards(stage_dir: Path) -> list[str]:
+    """wnids that have a shard in a category-sharded stage."""
+    return sorted(p.parent.name.removeprefix("wnid=") for p in list_shards(stage_dir) if p.parent != stage_dir)
 
 
 @dataclass

@@ -19,8 +19,7 @@ selections of the level above, as in the paper's MIL scheme.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -32,39 +31,7 @@ from sc_imagenet.matching.geometry import index_to_pixels, pixels_to_grid, pixel
 from sc_imagenet.matching.losses import contrastive_loss, pixel_bce_loss
 from sc_imagenet.matching.mvam import MVAM, TokenAdapter, correlation_4d
 from sc_imagenet.matching.pmps import PMPS, nms_pairs
-
-LEVELS = ("image", "region", "pixel")
-
-
-@dataclass(frozen=True)
-class CascadeSettings:
-    levels: tuple[str, ...] = LEVELS
-    window: int = 5  # region size in image-level cells (paper: 5×5)
-    region_pairs: int = 8  # suspected matches (regions) per image pair
-    pixel_pairs: int = 16  # pseudo-labels per image pair for the pixel level (paper: 16)
-    use_foreground: bool = True
-    use_rhm: bool = True
-    rhm_L: int = 5
-    shared_attention: bool = False
-    lambdas: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    temperature: float = 10.0
-    pixel_loss: str = "bce"  # "bce" (paper) or "ce" (cross-entropy over the target cells)
-    adapter_levels: tuple[str, ...] = ("pixel",)  # levels with a learned token metric (`TokenAdapter`)
-    mvam: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        unknown = [lvl for lvl in self.levels if lvl not in LEVELS]
-        if unknown or not self.levels:
-            raise ValueError(f"levels must be a non-empty subset of {LEVELS}, got {self.levels}")
-        if not set(self.adapter_levels) <= set(LEVELS):
-            raise ValueError(f"adapter_levels must be a subset of {LEVELS}, got {self.adapter_levels}")
-        if self.levels == ("region",) or self.levels == ("pixel",) or self.levels == ("region", "pixel"):
-            raise ValueError("the image level is needed: it is the only level supervised by image labels alone")
-
-    @property
-    def dense_level(self) -> str:
-        """The level whose volume the predictor uses: pixel if trained, else image."""
-        return "pixel" if "pixel" in self.levels else "image"
+from sc_imagenet.matching.settings import LEVELS, CascadeConfig, CascadeSettings
 
 
 @dataclass
@@ -101,20 +68,21 @@ def window_box(center_xy: np.ndarray, cell_wh: tuple[float, float], window: int,
 
 
 class CascadeGenerator(nn.Module):
-    """The trainable part (MVAMs; the backbone stays outside, frozen)."""
+    """The trainable part (MVAMs; the backbone stays outside, frozen). `settings`: any `CascadeConfig`
+    (`TrainConfig` included); the model keeps an immutable copy (`CascadeSettings`)."""
 
-    def __init__(self, in_dim: int, settings: CascadeSettings) -> None:
+    def __init__(self, in_dim: int, settings: CascadeConfig) -> None:
         super().__init__()
-        self.settings = settings
-        make = lambda: MVAM(in_dim, **settings.mvam)  # noqa: E731
+        self.settings = settings = CascadeSettings.of(settings)
+        make = lambda: MVAM(in_dim, **settings.mvam.model_dump())  # noqa: E731
         shared = make() if settings.shared_attention else None
-        self.mvam = nn.ModuleDict({lvl: shared if shared is not None else make() for lvl in settings.levels})
+        self.mvam = nn.ModuleDict({lvl: shared if shared is not None else make() for lvl in settings.level_order})
         # ReZero-style residual: a level's volume = cosine of the backbone tokens + β·MVAM(...), β = 0 at
         # start. Weak supervision is noisy early on; starting from the backbone's own matching (instead
         # of from a randomly projected one) keeps the first pseudo-labels as good as the backbone.
         self.adapter = nn.ModuleDict({lvl: TokenAdapter(in_dim) for lvl in settings.adapter_levels
                                       if lvl in settings.levels})
-        self.beta = nn.ParameterDict({lvl: nn.Parameter(torch.zeros(())) for lvl in settings.levels})
+        self.beta = nn.ParameterDict({lvl: nn.Parameter(torch.zeros(())) for lvl in settings.level_order})
         # logit scale and offset of the pixel-level BCE, learned: pseudo-labels are only partly right, so
         # the right sharpness is not known in advance (a fixed scale makes β act as a temperature knob)
         self.pixel_log_scale = nn.Parameter(torch.tensor(float(np.log(settings.temperature))))

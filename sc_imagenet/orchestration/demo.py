@@ -29,9 +29,9 @@ def run_demo_deployment(out: str | None = None, prefect_home: Path | None = None
     if result.returncode != 0:
         print(f"\nthe demo deployment run failed (exit {result.returncode}); logs: {home / 'logs'}")
         return result.returncode
-    from sc_imagenet.cli import _print_status
+    from sc_imagenet.reporting import print_status
 
-    _print_status(out_dir)
+    print_status(out_dir)
     print(f"\nsynthetic data + ground truth: {out_dir / 'data'}")
     print(f"manifests: {out_dir / 'manifests'}   (pandas.read_parquet('{out_dir / 'manifests' / 'index'}'))")
     print(f"check it: .venv/bin/sc-imagenet status --out {out_dir} --json")

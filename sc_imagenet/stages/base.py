@@ -14,15 +14,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sc_imagenet.config import BuildConfig
 from sc_imagenet.io.manifest import shard_is_current, shard_path
+from sc_imagenet.registry import Registry
+from sc_imagenet.stages.schema import PARTITION_COLUMN, select_columns
 
 
 @dataclass
 class StageContext:
-    """Everything a stage run may use. `inputs` maps upstream stage names to their manifest folders."""
+    """Everything a stage run may use. `inputs` maps upstream stage names to their manifest folders.
+
+    `stage_dir` holds the manifest only (shards + `_stage.json`), so it always reads as one table;
+    files that are not manifest rows (model checkpoints, exported datasets) go to `artifact_dir`
+    (`<out>/artifacts/<stage>/`) and are named in the stage record's `extra`.
+    """
 
     cfg: BuildConfig
     out_dir: Path
@@ -33,6 +41,13 @@ class StageContext:
     progress: bool = True
     log: Callable[[str], None] = print
     on_progress: Callable[[float], None] | None = None  # fraction done in [0, 1] (a UI progress bar)
+    artifact_dir: Path | None = None
+
+    def artifacts(self) -> Path:
+        """The stage's artifact folder (created on first use)."""
+        path = self.artifact_dir or self.out_dir / "artifacts" / self.stage_dir.name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     def split_shards(self, wnids: list[str], status_column: str = "status") -> ShardSplit:
         """Per-category resume: which shards an interrupted run already finished (with their row
@@ -83,11 +98,27 @@ class StageOutput:
 
 
 class Stage(ABC):
+    """A stage: its name, its inputs, its manifest contract (`schema`, with every column documented in
+    field metadata; see `stages/schema.py`) and `run`.
+
+    partitioned: one shard per category under `wnid=<id>/` (the `wnid` column comes from the folder);
+    otherwise one `part-00000.parquet`. status_column: the column `rows_by_status` counts.
+    """
+
     name: ClassVar[str]
     schema_version: ClassVar[int]
+    schema: ClassVar[pa.Schema]
+    partitioned: ClassVar[bool] = True
+    status_column: ClassVar[str] = "status"
     inputs: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
     tags: ClassVar[tuple[str, ...]] = ()  # e.g. ("gpu",): Prefect task tags, for concurrency limits / Dask resources
+
+    @classmethod
+    def columns(cls, *names: str) -> list[str]:
+        """Column names of this stage's manifest, checked against its schema: a reader written as
+        `SingleInstanceStage.columns("image_id", "box")` fails on import if the column goes away."""
+        return select_columns(cls.schema, names, cls.name, cls.partitioned)
 
     @abstractmethod
     def fingerprint_payload(self, cfg: BuildConfig, data_root: Path) -> dict[str, Any]:
@@ -98,16 +129,22 @@ class Stage(ABC):
         """Write the stage's shards under `ctx.stage_dir`, skipping those `ctx.shard_done` accepts."""
 
 
-STAGES: dict[str, Stage] = {}
+STAGES: Registry[Stage] = Registry("stage")
 
 
 def register_stage(cls: type[Stage]) -> type[Stage]:
-    if cls.name in STAGES:
-        raise ValueError(f"stage {cls.name!r} registered twice")
+    STAGES.check_free(cls.name)
+    if not isinstance(getattr(cls, "schema", None), pa.Schema):
+        raise TypeError(f"stage {cls.name!r} has no manifest schema (a pyarrow.Schema from schema.manifest_schema)")
+    if cls.partitioned and PARTITION_COLUMN in cls.schema.names:
+        raise ValueError(f"stage {cls.name!r}: {PARTITION_COLUMN!r} comes from the shard folders of a "
+                         "category-sharded stage; it must not be a stored column")
+    if cls.status_column not in cls.schema.names and cls.status_column != "":
+        raise ValueError(f"stage {cls.name!r}: status column {cls.status_column!r} is not in its schema")
     unknown = [i for i in cls.inputs if i not in STAGES]
     if unknown:
         raise ValueError(f"stage {cls.name!r} depends on unregistered stages {unknown}")
-    STAGES[cls.name] = cls()
+    STAGES.register(cls.name, cls())
     return cls
 
 

@@ -21,17 +21,19 @@ from sc_imagenet.io.manifest import ShardWriter, file_sha256
 from sc_imagenet.io.scan import list_files
 from sc_imagenet.paths import CATEGORY_LISTS_DIR
 from sc_imagenet.stages.base import Stage, StageContext, StageOutput, register_stage
+from sc_imagenet.stages.schema import column, manifest_schema
 
-SCHEMA = pa.schema([
-    ("wnid", pa.string()),
-    ("name", pa.string()),
-    ("keep", pa.bool_()),
-    ("reason", pa.string()),
-    ("note", pa.string()),
-    ("source", pa.string()),
-    ("n_images", pa.int64()),
-])
-
+SCHEMA = manifest_schema(
+    column("wnid", pa.string(), "category id = folder name (`n01440764`)"),
+    column("name", pa.string(), "lemma from the list (the wnid if none)"),
+    column("keep", pa.bool_(), "category is used by later stages"),
+    column("reason", pa.string(), "empty if kept; else `scene`, `texture`, `crowded`, `no_salient_parts`, `other`, "
+           "`unlisted` (folder not in the list, `categories.unlisted: drop`) or `override`"),
+    column("note", pa.string(), "why it was removed (curated list or override file)"),
+    column("source", pa.string(), "`curated`, `override` (set by the user override file), `unlisted`, or "
+           "`folder` (`categories.list: null`)"),
+    column("n_images", pa.int64(), "non-hidden files in `<root>/<wnid>/` (0 if the folder is missing)", "files"),
+)
 
 def category_list_path(name_or_path: str) -> Path:
     p = Path(name_or_path)
@@ -61,6 +63,9 @@ def scan_category_folders(root: Path) -> dict[str, int]:
 class CategoriesStage(Stage):
     name = "categories"
     schema_version = 1
+    schema = SCHEMA
+    partitioned = False
+    status_column = ""  # rows_by_status counts decisions: `keep` and `drop:<reason>`
     description = "manual category filtering (curated keep-list + overrides)"
 
     def fingerprint_payload(self, cfg: BuildConfig, data_root: Path) -> dict[str, Any]:

@@ -20,33 +20,33 @@ from sc_imagenet.config import BuildConfig, ConfigError
 from sc_imagenet.detect.backends import Detector, create_detector
 from sc_imagenet.detect.prefetch import iter_decoded_batches
 from sc_imagenet.detect.types import ImageDetections
-from sc_imagenet.io.manifest import ShardWriter, list_shards, shard_path
+from sc_imagenet.io.manifest import ShardWriter, category_shards, shard_path
 from sc_imagenet.io.weights import WeightsError, resolve_weights, weights_sha256
 from sc_imagenet.stages.base import Stage, StageContext, StageOutput, merge_counts, register_stage
+from sc_imagenet.stages.index import IndexStage
+from sc_imagenet.stages.schema import column, manifest_schema
 
-SCHEMA = pa.schema([
-    ("image_id", pa.string()),
-    ("det_idx", pa.int32()),
-    ("class_id", pa.int32()),
-    ("class_name", pa.string()),
-    ("conf", pa.float32()),
-    ("box", pa.list_(pa.float32())),  # 4 values; a variable-size list, as older readers choke on null fixed-size lists
-    ("mask_poly", pa.list_(pa.float32())),
-    ("status", pa.string()),
-    ("error", pa.string()),
-])
-
+SCHEMA = manifest_schema(
+    column("image_id", pa.string(), "file stem"),
+    column("det_idx", pa.int32(), "rank of the detection within its image (0 = most confident); -1 on a "
+           "decode_error row"),
+    column("class_id", pa.int32(), "detector class index"),
+    column("class_name", pa.string(), "detector class name (`_stage.json` `extra.class_names` lists them all)"),
+    column("conf", pa.float32(), "detector confidence", "[0, 1]"),
+    # a variable-size list: older readers choke on null fixed-size lists
+    column("box", pa.list_(pa.float32()), "the detection's box", "4 values `[x1, y1, x2, y2]`, original-image pixels"),
+    column("mask_poly", pa.list_(pa.float32()), "instance outline (ultralytics `masks.xy`); null for "
+           "detection-only models", "flattened `(K, 2)` `x, y` vertices, original-image pixels"),
+    column("status", pa.string(), "`detection`, or `decode_error`"),
+    column("error", pa.string(), "decode error message (null otherwise)"),
+)
+IMAGE_ID, REL_PATH, INDEX_STATUS = IndexStage.columns("image_id", "rel_path", "status")
 
 def readable_images(index_dir: Path, wnid: str) -> list[tuple[str, str]]:
     """(image_id, rel_path) of the category's images the index marked `ok`."""
-    table = pq.read_table(shard_path(index_dir, wnid), columns=["image_id", "rel_path", "status"])
-    table = table.filter(pc.equal(table["status"], "ok"))
-    return list(zip(table["image_id"].to_pylist(), table["rel_path"].to_pylist(), strict=True))
-
-
-def category_shards(stage_dir: Path) -> list[str]:
-    """wnids that have a shard in a category-sharded stage."""
-    return sorted(p.parent.name.removeprefix("wnid=") for p in list_shards(stage_dir) if p.parent != stage_dir)
+    table = pq.read_table(shard_path(index_dir, wnid), columns=[IMAGE_ID, REL_PATH, INDEX_STATUS])
+    table = table.filter(pc.equal(table[INDEX_STATUS], "ok"))
+    return list(zip(table[IMAGE_ID].to_pylist(), table[REL_PATH].to_pylist(), strict=True))
 
 
 def detection_rows(image_id: str, dets: ImageDetections, class_names: list[str]) -> list[dict[str, Any]]:
@@ -65,6 +65,7 @@ def detection_rows(image_id: str, dets: ImageDetections, class_names: list[str])
 class DetectStage(Stage):
     name = "detect"
     schema_version = 2  # 2: box became list<float32> (was fixed_size_list[4])
+    schema = SCHEMA
     inputs = ("index",)
     description = "object detection (ultralytics), every detection above detect.conf_floor"
     tags = ("gpu",)
@@ -88,7 +89,7 @@ class DetectStage(Stage):
     def run(self, ctx: StageContext) -> StageOutput:
         d = ctx.cfg.detect
         index_dir = ctx.inputs["index"]
-        split = ctx.split_shards(category_shards(index_dir))
+        split = ctx.split_shards(category_shards(index_dir), self.status_column)
         counts = list(split.done.values())
         work = [(wnid, path, readable_images(index_dir, wnid)) for wnid, path in split.todo]
         total = sum(len(items) for _, _, items in work)

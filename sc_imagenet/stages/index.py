@@ -1,19 +1,24 @@
 """Stage `index`: one row per file of every kept category, with its true format/size/mode or the
-reason it cannot be used. Categories are scanned in parallel processes, one shard each."""
+reason it cannot be used. Categories are scanned in a thread pool, each task streaming its category
+into its own shard, so nothing holds a whole category's rows."""
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from sc_imagenet.config import BuildConfig
-from sc_imagenet.io.manifest import read_manifest
-from sc_imagenet.io.scan import ScanResult, ScanTask, pil_pixel_limit_lifted, scan_category
+from sc_imagenet.io.images import pil_pixel_limit_lifted, probe_image
+from sc_imagenet.io.manifest import ShardWriter, read_manifest
+from sc_imagenet.io.scan import list_files
 from sc_imagenet.stages.base import (
     Stage,
     StageContext,
@@ -21,6 +26,58 @@ from sc_imagenet.stages.base import (
     merge_counts,
     register_stage,
 )
+from sc_imagenet.stages.categories import CategoriesStage
+from sc_imagenet.stages.schema import column, manifest_schema
+
+SCHEMA = manifest_schema(
+    column("image_id", pa.string(), "file stem (`n01440764_10026`)"),
+    column("rel_path", pa.string(), "path relative to the data root, `/`-separated"),
+    column("bytes", pa.int64(), "file size (null if it cannot be stat'ed)", "bytes"),
+    column("format", pa.string(), "format PIL detected from the content (`JPEG`, `PNG`, …), not from the extension"),
+    column("width", pa.int32(), "image width (null if the header could not be read)", "pixels"),
+    column("height", pa.int32(), "image height (null if the header could not be read)", "pixels"),
+    column("mode", pa.string(), "PIL mode: `RGB`, `L` (grayscale), `CMYK`, `P`, `RGBA`, …"),
+    column("status", pa.string(), "`ok` or the reason the file is unusable (table below)"),
+    column("error", pa.string(), "the error message (null when ok)"),
+)
+CATEGORY_COLUMNS = CategoriesStage.columns("wnid", "keep")
+
+
+@dataclass(frozen=True)
+class ScanTask:
+    wnid: str
+    folder: Path
+    data_root: Path
+    shard: Path
+    fingerprint: str
+    schema_version: int
+    verify: str
+    max_pixels: int
+    row_group_size: int
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    wnid: str
+    rows: int
+    by_status: dict[str, int]
+
+
+def scan_category(task: ScanTask) -> ScanResult:
+    """Probe every file of one category folder and stream the rows into its shard (a worker thread's job)."""
+    counts: Counter[str] = Counter()
+    with ShardWriter(task.shard, SCHEMA, task.fingerprint, task.schema_version, task.row_group_size) as writer:
+        for name in list_files(task.folder):
+            path = task.folder / name
+            probe = probe_image(path, task.verify, task.max_pixels)
+            counts[probe.status] += 1
+            writer.write({
+                "image_id": Path(name).stem,
+                "rel_path": path.relative_to(task.data_root).as_posix(),
+                "bytes": probe.bytes, "format": probe.format, "width": probe.width,
+                "height": probe.height, "mode": probe.mode, "status": probe.status, "error": probe.error,
+            })
+    return ScanResult(task.wnid, sum(counts.values()), dict(counts))
 
 
 def resolve_workers(requested: int, jobs: int) -> int:
@@ -31,6 +88,7 @@ def resolve_workers(requested: int, jobs: int) -> int:
 class IndexStage(Stage):
     name = "index"
     schema_version = 1
+    schema = SCHEMA
     inputs = ("categories",)
     description = "scan and verify every image of the kept categories"
 
@@ -39,11 +97,11 @@ class IndexStage(Stage):
         return {"data_root": str(data_root), "verify": cfg.index.verify, "max_pixels": cfg.index.max_pixels}
 
     def run(self, ctx: StageContext) -> StageOutput:
-        cats = read_manifest(ctx.inputs["categories"], columns=["wnid", "keep"],
-                             filter=pc.field("keep"))
-        wnids = sorted(cats.column("wnid").to_pylist())
+        wnid_col, keep_col = CATEGORY_COLUMNS
+        cats = read_manifest(ctx.inputs["categories"], columns=CATEGORY_COLUMNS, filter=pc.field(keep_col))
+        wnids = sorted(cats.column(wnid_col).to_pylist())
         icfg = ctx.cfg.index
-        split = ctx.split_shards(wnids)
+        split = ctx.split_shards(wnids, self.status_column)
         results = [ScanResult(wnid, sum(c.values()), c) for wnid, c in split.done.items()]
         todo = [ScanTask(wnid, ctx.data_root / wnid, ctx.data_root, path, ctx.fingerprint, self.schema_version,
                          icfg.verify, icfg.max_pixels, icfg.row_group_size) for wnid, path in split.todo]

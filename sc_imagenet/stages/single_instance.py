@@ -5,33 +5,45 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sc_imagenet.config import BuildConfig, ConfigError
 from sc_imagenet.detect.policy import decide
-from sc_imagenet.io.manifest import ShardWriter, read_stage_record, shard_path
+from sc_imagenet.io.manifest import ShardWriter, category_shards, read_manifest, read_stage_record, shard_path
 from sc_imagenet.stages.base import Stage, StageContext, StageOutput, merge_counts, register_stage
-from sc_imagenet.stages.detect import category_shards
+from sc_imagenet.stages.detect import DetectStage
+from sc_imagenet.stages.index import IndexStage
+from sc_imagenet.stages.schema import column, manifest_schema
 
-SCHEMA = pa.schema([
-    ("image_id", pa.string()),
-    ("rel_path", pa.string()),
-    ("width", pa.int32()),
-    ("height", pa.int32()),
-    ("keep", pa.bool_()),
-    ("reason", pa.string()),
-    ("n_above", pa.int32()),
-    ("n_detections", pa.int32()),
-    ("conf", pa.float32()),
-    ("class_name", pa.string()),
-    ("box", pa.list_(pa.float32())),  # 4 values; a variable-size list, as older readers choke on null fixed-size lists
-    ("mask_poly", pa.list_(pa.float32())),
-])
+SCHEMA = manifest_schema(
+    column("image_id", pa.string(), "file stem"),
+    column("rel_path", pa.string(), "path relative to the data root"),
+    column("width", pa.int32(), "original image width (from the index)", "pixels"),
+    column("height", pa.int32(), "original image height (from the index)", "pixels"),
+    column("keep", pa.bool_(), "the image is single-instance"),
+    column("reason", pa.string(), "`kept`, `no_detection`, `below_threshold`, `multiple_confident`, `too_small` "
+           "(the confident box covers less than `min_box_area_frac` of the image) or `unreadable` (index status "
+           "not ok, or decode error in `detect`)"),
+    column("n_above", pa.int32(), "detections above the threshold"),
+    column("n_detections", pa.int32(), "detections stored for the image (≥ conf_floor, allowed classes or not)"),
+    column("conf", pa.float32(), "the kept detection's confidence (null unless kept)", "[0, 1]"),
+    column("class_name", pa.string(), "the kept detection's class (null unless kept)"),
+    # a variable-size list: older readers choke on null fixed-size lists
+    column("box", pa.list_(pa.float32()), "the kept box (null unless kept)",
+           "4 values `[x1, y1, x2, y2]`, original-image pixels"),
+    column("mask_poly", pa.list_(pa.float32()), "the kept instance's outline (null unless kept or no masks)",
+           "flattened `(K, 2)` `x, y` vertices, original-image pixels"),
+)
+if TYPE_CHECKING:
+    from sc_imagenet.foreground.provider import ForegroundProvider
 
+INDEX_COLUMNS = IndexStage.columns("image_id", "rel_path", "width", "height", "status")
+DETECT_COLUMNS = DetectStage.columns("image_id", "status", "conf", "box", "class_name", "mask_poly")
 
 def decide_category(index_rows: list[dict[str, Any]], det_rows: list[dict[str, Any]], threshold: float,
                     classes: set[str] | None, min_box_area_frac: float) -> list[dict[str, Any]]:
@@ -67,6 +79,8 @@ def decide_category(index_rows: list[dict[str, Any]], det_rows: list[dict[str, A
 class SingleInstanceStage(Stage):
     name = "single_instance"
     schema_version = 2  # 2: box became list<float32> (was fixed_size_list[4])
+    schema = SCHEMA
+    status_column = "reason"
     inputs = ("index", "detect")
     description = "keep images with exactly one confident object"
 
@@ -85,12 +99,11 @@ class SingleInstanceStage(Stage):
             if unknown:
                 raise ConfigError(f"single_instance.classes: {unknown} are not classes of the detector "
                                   f"(it knows {sorted(names)})")
-        split = ctx.split_shards(category_shards(ctx.inputs["index"]), status_column="reason")
+        split = ctx.split_shards(category_shards(ctx.inputs["index"]), self.status_column)
         counts = list(split.done.values())
         for wnid, path in split.todo:
-            index_rows = pq.read_table(shard_path(ctx.inputs["index"], wnid),
-                                       columns=["image_id", "rel_path", "width", "height", "status"]).to_pylist()
-            det_rows = pq.read_table(shard_path(detect_dir, wnid)).to_pylist()
+            index_rows = pq.read_table(shard_path(ctx.inputs["index"], wnid), columns=INDEX_COLUMNS).to_pylist()
+            det_rows = pq.read_table(shard_path(detect_dir, wnid), columns=DETECT_COLUMNS).to_pylist()
             rows = decide_category(index_rows, det_rows, s.threshold, classes, s.min_box_area_frac)
             with ShardWriter(path, SCHEMA, ctx.fingerprint, self.schema_version) as writer:
                 writer.write_many(rows)
@@ -102,3 +115,23 @@ class SingleInstanceStage(Stage):
                  "threshold": s.threshold}
         summary = [{"reason": k, "images": v} for k, v in sorted(by_status.items())]
         return StageOutput(total, by_status, split.shards, len(split.done), extra, summary)
+
+
+def read_kept_images(stage_dir: Path, columns: list[str], wnids: list[str] | None = None) -> pa.Table:
+    """The kept rows of a `single_instance` manifest (only `wnids`' shards if given), with `columns`
+    (checked against this stage's schema; `wnid` allowed)."""
+    keep, wnid = SingleInstanceStage.columns("keep", "wnid")
+    flt = pc.field(keep) == True  # noqa: E712 (an Arrow expression, not a Python comparison)
+    if wnids is not None:
+        flt = flt & pc.field(wnid).isin(list(wnids))
+    return read_manifest(Path(stage_dir), columns=SingleInstanceStage.columns(*columns), filter=flt)
+
+
+def foreground_provider(stage_dir: Path, data_root: Path, source: str, wnids: list[str] | None = None,
+                        **kwargs: Any) -> ForegroundProvider:
+    """Foreground masks of the kept images of a `single_instance` manifest (`ForegroundProvider` over
+    its kept rows; `wnids` bounds memory to the categories a caller works on)."""
+    from sc_imagenet.foreground.provider import ForegroundProvider  # cv2 loads only when masks are needed
+
+    table = read_kept_images(stage_dir, list(ForegroundProvider.COLUMNS), wnids)
+    return ForegroundProvider(table, data_root, source, origin=f"the single_instance manifest {stage_dir}", **kwargs)

@@ -1,11 +1,11 @@
 """Stage `train`: the cascaded pseudo-label generator, weakly supervised by category labels only.
 
 Input: the single-instance images (pairs drawn within each category, each image once per epoch)
-and their foreground masks. Output: a manifest with one row per logging step, the final generator
-checkpoint (`generator.pt`, sha256 in `_stage.json`), and — when the data are synthetic — PCK of
-the generator vs. the same backbone's plain mutual nearest neighbours on held-out synthetic pairs.
-Checkpoints live in `checkpoints/<fingerprint>/`, so a killed run resumes and a changed setting
-starts afresh.
+and their foreground masks. Output: a manifest with one row per logging step; beside it, in the
+stage's artifact folder (`<out>/artifacts/train/`), the final generator checkpoint (`generator.pt`,
+path and sha256 in `_stage.json`) and the resume points (`checkpoints/<fingerprint>/`, so a killed
+run resumes and a changed setting starts afresh). When the data are synthetic, the record also holds
+PCK of the generator vs. the same backbone's plain mutual nearest neighbours on held-out pairs.
 """
 
 from __future__ import annotations
@@ -24,21 +24,24 @@ from sc_imagenet.config import BuildConfig, ConfigError
 from sc_imagenet.io.manifest import ShardWriter, file_sha256
 from sc_imagenet.io.weights import WeightsError, resolve_weights, weights_sha256
 from sc_imagenet.stages.base import Stage, StageContext, StageOutput, register_stage
+from sc_imagenet.stages.schema import column, manifest_schema
+from sc_imagenet.stages.single_instance import SingleInstanceStage, foreground_provider, read_kept_images
 
 if TYPE_CHECKING:
-    from sc_imagenet.train.loop import TrainResult
+    from sc_imagenet.train.loop import TrainData, TrainResult
 
-SCHEMA = pa.schema([
-    ("step", pa.int64()),
-    ("epoch", pa.int32()),
-    ("L_I", pa.float32()),
-    ("L_R", pa.float32()),
-    ("L_P", pa.float32()),
-    ("total", pa.float32()),
-    ("lr", pa.float32()),
-    ("pairs_per_s", pa.float32()),
-    ("status", pa.string()),
-])
+SCHEMA = manifest_schema(
+    column("step", pa.int64(), "optimizer steps done"),
+    column("epoch", pa.int32(), "epoch of that step (each image is used once per epoch)"),
+    column("L_I", pa.float32(), "image-level loss at that step (0 if the level is not trained)"),
+    column("L_R", pa.float32(), "region-level loss at that step (0 if the level is not trained)"),
+    column("L_P", pa.float32(), "pixel-level loss at that step (0 if the level is not trained)"),
+    column("total", pa.float32(), "λ1 L_I + λ2 L_R + λ3 L_P"),
+    column("lr", pa.float32(), "learning rate"),
+    column("pairs_per_s", pa.float32(), "training throughput since the previous row", "pairs/s"),
+    column("status", pa.string(), "`logged`"),
+)
+KEPT_COLUMNS = SingleInstanceStage.columns("image_id", "rel_path", "wnid")
 EVAL_SEED_OFFSET = 500  # held-out synthetic evaluation data: data seed + 500 (never trained on)
 
 
@@ -52,9 +55,20 @@ def backbone_checkpoint(cfg: BuildConfig) -> Path | None:
     return path
 
 
+def train_data_from_manifest(single_instance_dir: Path, data_root: Path, foreground: str) -> TrainData:
+    """The kept images of a `single_instance` manifest as training data, with their foreground masks."""
+    from sc_imagenet.train.data import build_train_data  # torch loads only when training runs
+
+    kept = read_kept_images(single_instance_dir, KEPT_COLUMNS)
+    image_id, rel_path, wnid = (kept.column(c).to_pylist() for c in KEPT_COLUMNS)
+    provider = None if foreground == "none" else foreground_provider(single_instance_dir, data_root, foreground)
+    return build_train_data(image_id, rel_path, wnid, data_root,
+                            None if provider is None else (lambda i, hw: provider.mask_for(i, hw)))
+
+
 def launch_torchrun(ctx: StageContext, ckpt_dir: Path) -> TrainResult:
     """Multi-GPU (or multi-process CPU/gloo) training: `torchrun --standalone` runs
-    `sc_imagenet.train.launch` in `train.processes` processes; rank 0 reports the result."""
+    `sc_imagenet.stages.train_worker` in `train.processes` processes; rank 0 reports the result."""
     spec = {"config": ctx.cfg.model_dump(mode="json"), "single_instance_dir": str(ctx.inputs["single_instance"]),
             "data_root": str(ctx.data_root), "ckpt_dir": str(ckpt_dir),
             "backbone_checkpoint": str(backbone_checkpoint(ctx.cfg) or "") or None,
@@ -63,7 +77,7 @@ def launch_torchrun(ctx: StageContext, ckpt_dir: Path) -> TrainResult:
     spec_path = ckpt_dir / "spec.json"
     spec_path.write_text(json.dumps(spec))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={ctx.cfg.train.processes}", "-m", "sc_imagenet.train.launch", str(spec_path)]
+           f"--nproc_per_node={ctx.cfg.train.processes}", "-m", "sc_imagenet.stages.train_worker", str(spec_path)]
     ctx.log(f"[train] launching {ctx.cfg.train.processes} processes: {' '.join(cmd[2:])}")
     proc = subprocess.run(cmd)
     if proc.returncode != 0:
@@ -78,6 +92,8 @@ def launch_torchrun(ctx: StageContext, ckpt_dir: Path) -> TrainResult:
 class TrainStage(Stage):
     name = "train"
     schema_version = 1
+    schema = SCHEMA
+    partitioned = False
     inputs = ("single_instance",)
     description = "weakly supervised training of the cascaded pseudo-label generator"
     tags = ("gpu",)
@@ -102,13 +118,12 @@ class TrainStage(Stage):
                 "backbone_sha256": weights_sha256(ckpt) if ckpt else None}
 
     def run(self, ctx: StageContext) -> StageOutput:
-        from sc_imagenet.train.data import train_data_from_manifest  # torch loads only when training runs
-        from sc_imagenet.train.loop import train_generator
+        from sc_imagenet.train.loop import train_generator  # torch loads only when training runs
 
         t = ctx.cfg.train
         data = train_data_from_manifest(ctx.inputs["single_instance"], ctx.data_root, t.foreground)
         by_wnid = data.images_by_wnid
-        ckpt_root = ctx.stage_dir / "checkpoints"
+        ckpt_root = ctx.artifacts() / "checkpoints"
         for other in ckpt_root.glob("*"):
             if other.name != ctx.fingerprint:
                 shutil.rmtree(other, ignore_errors=True)  # checkpoints of other settings cannot resume this run
@@ -126,7 +141,7 @@ class TrainStage(Stage):
         else:
             result = train_generator(t, ctx.cfg.seed, data, ckpt_dir, backbone_checkpoint(ctx.cfg), ctx.log, on_step)
         bar.close()
-        final = ctx.stage_dir / "generator.pt"
+        final = ctx.artifacts() / "generator.pt"
         shutil.copy2(result.checkpoint, final)
         extra: dict[str, Any] = {"checkpoint": str(final), "checkpoint_sha256": file_sha256(final),
                                  "steps": result.steps, "resumed_from_step": result.resumed_from,

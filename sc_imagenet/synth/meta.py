@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sc_imagenet.io.atomic import atomic_write_text
 from sc_imagenet.synth.config import GENERATOR_VERSION, SynthConfig
 
 GT_DIR = "_groundtruth"
@@ -43,7 +44,5 @@ def is_complete(root: Path | str, cfg: SynthConfig | None = None) -> bool:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write via a temporary file and rename, so readers never see half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)
+    """Write via a temporary file and rename (`io.atomic`), so readers never see half a file."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")

@@ -9,7 +9,7 @@ drawn per instance around `primary_hsv`/`secondary_hsv`.
 
 from __future__ import annotations
 
-from sc_imagenet.synth.templates import Canvas, PartSpec, TemplateSpec
+from sc_imagenet.synth.canvas import Canvas, PartSpec, TemplateSpec
 
 BLACK = (28, 24, 24)
 

@@ -29,9 +29,15 @@ from sc_imagenet.io.checkpoints import (
     save_checkpoint,
     set_rng_state,
 )
-from sc_imagenet.matching.backbones import Backbone, Features, create_backbone
-from sc_imagenet.matching.cascade import CascadeGenerator, CascadeSettings, PairBatch
+from sc_imagenet.matching.backbones import Backbone, Features
+from sc_imagenet.matching.builder import load_generator, make_backbones
+from sc_imagenet.matching.cascade import CascadeGenerator, PairBatch
+from sc_imagenet.matching.settings import CascadeSettings
 from sc_imagenet.train.pairs import batches, epoch_pairs
+
+# `load_generator` and `make_backbones` live in `sc_imagenet.matching.builder`; re-exported for old callers.
+__all__ = ["FeatureCache", "TrainData", "TrainResult", "TrainingDivergedError", "cascade_settings", "load_generator",
+           "make_backbones", "param_groups", "train_generator"]
 
 
 class TrainingDivergedError(RuntimeError):
@@ -55,13 +61,8 @@ class TrainResult:
 
 
 def cascade_settings(cfg: TrainConfig) -> CascadeSettings:
-    return CascadeSettings(
-        levels=tuple(lvl for lvl in ("image", "region", "pixel") if lvl in cfg.levels), window=cfg.window,
-        region_pairs=cfg.region_pairs, pixel_pairs=cfg.pixel_pairs, use_foreground=cfg.foreground != "none",
-        use_rhm=cfg.use_rhm, rhm_L=cfg.rhm_L, shared_attention=cfg.shared_attention, lambdas=tuple(cfg.lambdas),
-        temperature=cfg.temperature, pixel_loss=cfg.pixel_loss, adapter_levels=tuple(cfg.adapter_levels),
-        mvam=cfg.mvam.model_dump(),
-    )
+    """The cascade's settings of a training config (`CascadeSettings.of`; kept for callers of the old name)."""
+    return CascadeSettings.of(cfg)
 
 
 def param_groups(model: CascadeGenerator, cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -73,14 +74,6 @@ def param_groups(model: CascadeGenerator, cfg: TrainConfig) -> list[dict[str, An
     if adapter:
         groups.append({"params": adapter, "lr": cfg.adapter_lr or cfg.lr})
     return groups
-
-
-def make_backbones(cfg: TrainConfig, checkpoint: Path | None, device: str) -> tuple[Backbone, Backbone]:
-    """The image-level backbone and the region-level one (same weights, region input size)."""
-    kw: dict[str, Any] = {} if checkpoint is None else {"checkpoint": checkpoint}
-    image = create_backbone(cfg.backbone, input_size=cfg.input_size, **kw).to(device)
-    region = create_backbone(cfg.backbone, input_size=cfg.region_input_size, **kw).to(device)
-    return image, region
 
 
 class FeatureCache:
@@ -136,7 +129,7 @@ def train_generator(cfg: TrainConfig, seed: int, data: TrainData, ckpt_dir: Path
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     backbone, region_backbone = make_backbones(cfg, backbone_checkpoint, device)
-    model = CascadeGenerator(backbone.out_dim, cascade_settings(cfg)).to(device)
+    model = CascadeGenerator(backbone.out_dim, cfg).to(device)
     opt = torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)  # constant, as in the paper
     amp = device.startswith("cuda") if cfg.amp == "auto" else bool(cfg.amp)
@@ -211,15 +204,3 @@ def train_generator(cfg: TrainConfig, seed: int, data: TrainData, ckpt_dir: Path
             on_step(step, total)
     checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
     return TrainResult(checkpoint(), step, rows, resumed, checksum)
-
-
-def load_generator(path: Path, device: str = "cpu", backbone_checkpoint: Path | None = None):
-    """A trained checkpoint → `Generator` predictor (pixel level)."""
-    from sc_imagenet.matching.predictor import Generator
-
-    state = load_checkpoint(path, map_location=device)
-    cfg = TrainConfig.model_validate(state["settings"])
-    backbone, _ = make_backbones(cfg, backbone_checkpoint, device)
-    model = CascadeGenerator(backbone.out_dim, cascade_settings(cfg)).to(device)
-    model.load_state_dict(state["model"])
-    return Generator(backbone, model)

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from sc_imagenet.registry import Registry
+
 
 @dataclass
 class Features:
@@ -54,23 +56,16 @@ class Backbone(nn.Module, ABC):
         return self(self.preprocess(images).to(self.device))
 
 
-BACKBONES: dict[str, Callable[..., Backbone]] = {}
+BACKBONES: Registry[Callable[..., Backbone]] = Registry("backbone")
 
 
 def register_backbone(name: str) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
-    def wrap(factory: Callable[..., Backbone]) -> Callable[..., Backbone]:
-        if name in BACKBONES:
-            raise ValueError(f"backbone {name!r} registered twice")
-        BACKBONES[name] = factory
-        return factory
-
-    return wrap
+    """Decorator: register a backbone factory under `name` (ValueError if taken)."""
+    return BACKBONES.decorator(name)
 
 
 def create_backbone(name: str, **kwargs: Any) -> Backbone:
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; known: {sorted(BACKBONES)}")
-    model = BACKBONES[name](**kwargs)
+    model = BACKBONES[name](**kwargs)  # unknown name: ValueError listing the known backbones
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

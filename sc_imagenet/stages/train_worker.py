@@ -1,6 +1,6 @@
-"""One process of a distributed training run; `torchrun` starts `train.processes` of these.
+"""One process of the `train` stage's distributed run; `torchrun` starts `train.processes` of these.
 
-    python -m torch.distributed.run --standalone --nproc_per_node=N -m sc_imagenet.train.launch SPEC.json
+    python -m torch.distributed.run --standalone --nproc_per_node=N -m sc_imagenet.stages.train_worker SPEC.json
 
 SPEC (written by the `train` stage): the resolved build config, the single_instance manifest
 folder, the data root, the checkpoint folder, an optional backbone checkpoint and where rank 0
@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 from sc_imagenet.config import BuildConfig
 from sc_imagenet.devices import resolve_device
-from sc_imagenet.train.data import train_data_from_manifest
+from sc_imagenet.stages.train import train_data_from_manifest
 from sc_imagenet.train.loop import train_generator
 
 
