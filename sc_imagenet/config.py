@@ -128,6 +128,90 @@ class TrainConfig(GeneratorConfig):
     eval_pairs: int = Field(100, ge=0, le=100000, description="Held-out synthetic pairs for PCK (synthetic data only).")
 
 
+class LabelConfig(StrictModel):
+    """Pseudo-label inference (paper §3.4): a pair graph per category, the generator on every edge."""
+
+    group_size: int = Field(
+        20, ge=3, le=512,
+        description="Images per clique of the pair graph: every ordered pair inside a group is an edge, so an "
+        "image gets g−1 edges and (g−1)(g−2) possible consistency loops. A category splits into groups of "
+        "near-equal size (never smaller than 3).",
+    )
+    candidates: int = Field(
+        64, ge=1, le=4096,
+        description="Pseudo-label candidates per edge (one-to-one, foreground-constrained `Generator.match`); "
+        "`select` keeps `select.keypoints` of them.",
+    )
+    nms_cells: float = Field(1.0, ge=0, le=16, description="NMS radius between candidates, in grid cells.")
+    pixel_foreground: bool = Field(
+        True,
+        description="Drop candidates whose source or target point lies off its image's foreground mask at the "
+        "point's own pixel. The generator's constraint works on grid cells, so a cell that merely touches the "
+        "object lets a background point through (measured on the demo: ~30 % of candidates off the object).",
+    )
+    foreground: str | None = Field(
+        None, description="Foreground source constraining the candidates (default: `train.foreground`; none = off)."
+    )
+    batch_pairs: int = Field(16, ge=1, le=4096, description="Edges per pair-head forward.")
+    batch_images: int = Field(32, ge=1, le=4096, description="Images per backbone forward.")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$")
+    amp: bool | Literal["auto"] = Field("auto", description="bf16 autocast; auto = on GPU only.")
+
+
+class ConsistencyConfig(StrictModel):
+    """The closed-loop check I_s → I_m → I_t → I_s over the stored flows (paper §3.4)."""
+
+    loops: int = Field(
+        100, ge=1, le=100_000,
+        description="Distinct (I_m, I_t) draws per image (paper: 100); fewer run where the group has fewer.",
+    )
+    threshold: float = Field(
+        0.1, gt=0, le=10,
+        description="A loop offset (in units of the object's size, see docs/dataset.md) at or below which a "
+        "point counts as consistent.",
+    )
+
+
+class SelectConfig(StrictModel):
+    """Top images by consistency, final pairs and their keypoints (paper §3.4–3.5)."""
+
+    fraction: float = Field(0.30, gt=0, le=1, description="Fraction of images kept (paper: top 30 %).")
+    scope: Literal["category", "global"] = Field(
+        "category", description="Rank images within their category (default) or over the whole build."
+    )
+    rank_by: Literal["loop3", "loop2", "score", "random"] = Field(
+        "loop3",
+        description="Image ranking: the paper's 3-image loop (default), 2-image forward-backward, the "
+        "generator's match score, or random (a baseline).",
+    )
+    pairs_per_image: int = Field(7, ge=1, le=1000, description="Final pairs per source image, at most (paper: 7).")
+    keypoints: int = Field(32, ge=1, le=1024, description="Pseudo keypoint pairs per final pair (paper: 32).")
+    point_threshold: float | None = Field(
+        None, gt=0, le=10,
+        description="A candidate is consistent if its median loop offset is at or below this "
+        "(default: consistency.threshold).",
+    )
+    point_order: Literal["score", "consistency"] = Field(
+        "score",
+        description="Which consistent candidates become the keypoints: the generator's most confident ones "
+        "(`score`) or the most consistent ones (`consistency`). Either way only candidates that pass "
+        "`point_threshold` qualify.",
+    )
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="Share of images (whole groups) in the val split.")
+
+
+class ExportConfig(StrictModel):
+    """The SC-ImageNet release in the layout of the public CATs/DHPF loaders."""
+
+    dir: Path | None = Field(
+        None, description="Export root (default `<out>/export`); the dataset goes in `<dir>/<name>`."
+    )
+    name: str = Field("SC-ImageNet", pattern=r"^[A-Za-z0-9._-]+$", description="Dataset folder name.")
+    images: Literal["hardlink", "symlink", "copy"] = Field(
+        "hardlink", description="How images enter JPEGImages/ (hardlink falls back to copy across file systems)."
+    )
+
+
 class BuildConfig(StrictModel):
     """The whole build. One section per stage; each stage's fingerprint covers only its own section
     (plus the shared fields it declares), so changing one stage's settings never reruns upstream work."""
@@ -139,6 +223,10 @@ class BuildConfig(StrictModel):
     detect: DetectConfig = Field(default_factory=DetectConfig)
     single_instance: SingleInstanceConfig = Field(default_factory=SingleInstanceConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    label: LabelConfig = Field(default_factory=LabelConfig)
+    consistency: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
+    select: SelectConfig = Field(default_factory=SelectConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
 
 
 class ConfigError(ValueError):

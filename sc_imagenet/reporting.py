@@ -36,6 +36,15 @@ def quality_lines(out_dir: Path) -> list[str]:
         if parts:
             n = int(extra.get("eval_pairs", 0))
             lines.append(f"{s['stage']}: PCK@0.05/0.1 " + " · ".join(parts) + f" ({n} held-out synthetic pairs)")
+        if s["stage"] == "select" and "images_selected" in extra:
+            lines.append(f"select: {extra['images_selected']} of {extra['images']} images, {extra['pairs']} pairs "
+                         f"({extra.get('pairs_by_split', {})}), {extra['keypoints_per_pair']} keypoints each")
+            if "quality" in extra:
+                from sc_imagenet.dataset.quality import quality_line
+
+                lines.append("select: " + quality_line(extra["quality"]))
+        if s["stage"] == "export" and "release" in extra:
+            lines.append(f"export: SC-ImageNet release at {extra['release']}")
     return lines
 
 

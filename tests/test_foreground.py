@@ -414,3 +414,13 @@ def test_foreground_quality_on_synthetic_ground_truth(detected: dict[str, Any]) 
     # a small feature map costs the detector mask a little, never its lead
     assert table["detector_mask"]["40x40"] >= 0.86
     assert table["detector_mask"]["40x40"] > max(v["40x40"] for k, v in table.items() if k != "detector_mask")
+
+
+def test_points_on_mask_uses_the_points_own_pixel() -> None:
+    from sc_imagenet.foreground.geometry import points_on_mask
+
+    mask = np.zeros((4, 6), np.float32)
+    mask[1:3, 2:5] = 1
+    pts = np.array([[2, 1], [4.4, 2.4], [4.6, 2], [1.6, 1], [-1, 0], [10, 1], [np.nan, 1]], np.float32)
+    assert points_on_mask(mask, pts).tolist() == [True, True, False, True, False, False, False]
+    assert points_on_mask(mask, np.zeros((0, 2))).shape == (0,)

@@ -160,11 +160,12 @@ def test_ddp_two_processes_gloo_through_the_stage(tmp_path: Path) -> None:
         "detect": {"weights": "demo-yolo-seg", "imgsz": 320}, "single_instance": {"threshold": 0.5},
         "train": tiny,
     }))
-    plan = plan_build(load_config(str(profile)), "ddp", tmp_path / "out")
+    plan = plan_build(load_config(str(profile)), "ddp", tmp_path / "out",
+                      stages="categories,index,detect,single_instance,train")
     run_build_locally(plan, log=lambda m: None, progress=False)
     record = read_stage_record(plan.stage_dir("train"))
     assert record.extra["steps"] == 3 and Path(record.extra["checkpoint"]).is_file()
-    result = json.loads(next(plan.stage_dir("train").rglob("result.json")).read_text())
+    result = json.loads(next(plan.artifact_dir("train").rglob("result.json")).read_text())
     assert result["world_size"] == 2
     a, b = result["param_checksums"]
     assert a == b  # DDP averaged the gradients: the two processes stayed in lockstep

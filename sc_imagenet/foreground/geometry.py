@@ -90,3 +90,15 @@ def box_mask(box_xyxy: np.ndarray, orig_hw: tuple[int, int], out_hw: tuple[int, 
     cols, rows = np.arange(big_w), np.arange(big_h)
     inside = ((rows >= y1) & (rows <= y2))[:, None] & ((cols >= x1) & (cols <= x2))[None, :]
     return resample_mask(inside, out_hw)
+
+
+def points_on_mask(mask: np.ndarray, points_xy: np.ndarray, level: float = 0.5) -> np.ndarray:
+    """(N,) bool: the pixel of each `(x, y)` point (pixel centres at integers) lies on `mask` (value > level);
+    points outside the image are off the mask. mask: `(H, W)` at the points' resolution."""
+    pts = np.asarray(points_xy, np.float64).reshape(-1, 2)
+    H, W = mask.shape[:2]
+    px = np.floor(pts + 0.5)
+    inside = np.isfinite(px).all(axis=1) & (px[:, 0] >= 0) & (px[:, 0] < W) & (px[:, 1] >= 0) & (px[:, 1] < H)
+    out = np.zeros(len(pts), bool)
+    out[inside] = mask[px[inside, 1].astype(np.int64), px[inside, 0].astype(np.int64)] > level
+    return out

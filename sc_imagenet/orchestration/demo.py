@@ -33,7 +33,12 @@ def run_demo_deployment(out: str | None = None, prefect_home: Path | None = None
 
     print_status(out_dir)
     print(f"\nsynthetic data + ground truth: {out_dir / 'data'}")
-    print(f"manifests: {out_dir / 'manifests'}   (pandas.read_parquet('{out_dir / 'manifests' / 'index'}'))")
+    print(f"manifests: {out_dir / 'manifests'}   (pandas.read_parquet('{out_dir / 'manifests' / 'select'}'))")
+    from sc_imagenet.io.manifest import read_stage_record
+
+    export = read_stage_record(out_dir / "manifests" / "export")
+    if export is not None and "release" in export.extra:
+        print(f"SC-ImageNet release: {export.extra['release']}")
     print(f"check it: .venv/bin/sc-imagenet status --out {out_dir} --json")
     print(f"make demo wall time: {wall:.0f}s")
     return 0

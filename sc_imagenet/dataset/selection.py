@@ -1,0 +1,82 @@
+"""Selection (paper §3.4–3.5): rank images, keep the top fraction, split by group, pick each pair's
+keypoints and each image's pairs. Pure functions on arrays; `stages/select.py` wires them."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def stable_uniform(seed: int, *keys: str) -> float:
+    """A uniform number in [0, 1) fixed by (seed, keys): the same on every machine and run."""
+    rng = np.random.default_rng([seed, *(zlib.crc32(k.encode()) for k in keys)])
+    return float(rng.random())
+
+
+def top_count(n: int, fraction: float) -> int:
+    """How many of `n` images the top `fraction` keeps: rounded half up, at least one of a non-empty set."""
+    return 0 if n == 0 else max(1, min(n, math.floor(n * fraction + 0.5)))
+
+
+def rank_within(scores: np.ndarray, scopes: Sequence[str], tiebreak: Sequence[str]) -> np.ndarray:
+    """Rank (0 = best) of every image within its scope, by decreasing score; NaN scores rank last,
+    ties broken by `tiebreak` (image ids) so the order never depends on input order."""
+    scores = np.asarray(scores, np.float64)
+    key = np.where(np.isfinite(scores), -scores, np.inf)
+    order = sorted(range(len(scores)), key=lambda i: (scopes[i], key[i], tiebreak[i]))
+    ranks = np.zeros(len(scores), np.int64)
+    current, r = None, 0
+    for i in order:
+        if scopes[i] != current:
+            current, r = scopes[i], 0
+        ranks[i] = r
+        r += 1
+    return ranks
+
+
+def select_top(scores: np.ndarray, scopes: Sequence[str], tiebreak: Sequence[str],
+               fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(selected (N,) bool, rank (N,)): the top `fraction` of each scope (a category, or one global scope)."""
+    ranks = rank_within(scores, scopes, tiebreak)
+    sizes: dict[str, int] = {}
+    for s in scopes:
+        sizes[s] = sizes.get(s, 0) + 1
+    keep = np.array([ranks[i] < top_count(sizes[s], fraction) for i, s in enumerate(scopes)], bool)
+    return keep, ranks
+
+
+def val_groups(groups: Sequence[tuple[str, int, int]], val_fraction: float, seed: int) -> set[tuple[str, int]]:
+    """Whole groups `(wnid, group, n_images)` for the val split: groups in a seeded order until they hold
+    `val_fraction` of the images (rounded to the nearest group). A pair never crosses splits because
+    both of its images are in one group."""
+    if val_fraction <= 0 or not groups:
+        return set()
+    total = sum(n for _, _, n in groups)
+    order = sorted(groups, key=lambda g: (stable_uniform(seed, "val", g[0], str(g[1])), g[0], g[1]))
+    chosen: set[tuple[str, int]] = set()
+    taken = 0
+    for wnid, group, n in order:
+        if abs(taken + n - val_fraction * total) > abs(taken - val_fraction * total):
+            break
+        chosen.add((wnid, group))
+        taken += n
+    return chosen
+
+
+def choose_points(offsets: np.ndarray, threshold: float, keypoints: int,
+                  order: str = "consistency") -> tuple[np.ndarray | None, int]:
+    """`keypoints` candidates among those with offset ≤ threshold (the consistent ones): the most
+    consistent first (`order="consistency"`, label order on ties) or in label order, i.e. by the
+    generator's confidence (`order="score"`). (None, n_consistent) when fewer than `keypoints` pass."""
+    off = np.asarray(offsets, np.float64)
+    ok = np.flatnonzero(np.isfinite(off) & (off <= threshold))
+    if len(ok) < keypoints:
+        return None, len(ok)
+    if order == "consistency":
+        ok = ok[np.argsort(off[ok], kind="stable")]
+    elif order != "score":
+        raise ValueError(f"order must be 'consistency' or 'score', got {order!r}")
+    return ok[:keypoints], len(ok)

@@ -1,0 +1,272 @@
+"""Stage `consistency`: the closed-loop check I_s → I_m → I_t → I_s (paper §3.4) over `label`'s
+stored flows; no edge is recomputed. Scores per candidate point, per pair and per image.
+
+One category at a time: its label shard is read once, every flow and candidate decoded into flat
+float32 arrays (`dataset.loops.EdgeBank`), and each source image's loops are array lookups
+(`dataset.loops.image_consistency`). One output row per label row, in the label shard's order:
+edges get scores (NaN where nothing enters them: an edge no drawn loop ends at is `no_loops`, its
+loop scores NaN, its forward-backward and match scores still set), non-edge rows pass their status
+through with null scores.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from sc_imagenet.config import BuildConfig
+from sc_imagenet.dataset.loops import EdgeBank, FlowBank, image_consistency
+from sc_imagenet.io.manifest import ShardWriter, category_shards, shard_path
+from sc_imagenet.stages.base import Stage, StageContext, StageOutput, merge_counts, register_stage
+from sc_imagenet.stages.label import LabelStage
+from sc_imagenet.stages.schema import column, manifest_schema
+from sc_imagenet.stages.single_instance import read_kept_images
+
+SIZES = "units of the object's size (max side of its detected box), see docs/dataset.md"
+SCHEMA = manifest_schema(
+    column("src_id", pa.string(), "source image id"),
+    column("trg_id", pa.string(), "target image id (null on a row that is not an edge)"),
+    column("group", pa.int32(), "clique of the pair graph (-1 on a non-edge row)"),
+    column("status", pa.string(), "`ok`, `no_loops` (no drawn loop of the source image ends at this target), or "
+           "the label row's status (`unreadable`, `too_few_images`)"),
+    column("loops", pa.int32(), "loops drawn for the source image that close through this edge's target"),
+    column("point_offset", pa.list_(pa.float32()), "per candidate (label order): median over its loops of the "
+           "3-image loop offset (NaN without loops)", f"`(K,)`, {SIZES}"),
+    column("point_consistent", pa.list_(pa.float32()), "per candidate: fraction of its loops with offset ≤ "
+           "consistency.threshold", "`(K,)`, [0, 1]"),
+    column("point_fb_offset", pa.list_(pa.float32()), "per candidate: 2-image forward-backward offset "
+           "(I_s → I_t → I_s through the label's target)", f"`(K,)`, {SIZES}"),
+    column("pair_offset_mean", pa.float32(), "mean 3-image loop offset over candidates × loops", SIZES),
+    column("pair_offset_median", pa.float32(), "median 3-image loop offset over candidates × loops", SIZES),
+    column("pair_consistent", pa.float32(), "fraction of candidate loops with offset ≤ threshold", "[0, 1]"),
+    column("pair_fb_consistent", pa.float32(), "fraction of candidates with forward-backward offset ≤ threshold",
+           "[0, 1]"),
+    column("pair_match_score", pa.float32(), "mean candidate confidence of the edge"),
+    column("image_loops", pa.int32(), "loops actually run for the source image (≤ consistency.loops)"),
+    column("image_offset_mean", pa.float32(), "source image: mean loop offset over all its loops and points", SIZES),
+    column("image_offset_median", pa.float32(), "source image: median loop offset", SIZES),
+    column("image_consistent", pa.float32(), "source image: fraction of loop offsets ≤ threshold (its score)",
+           "[0, 1]"),
+    column("image_fb_consistent", pa.float32(), "source image: fraction of its candidates with forward-backward "
+           "offset ≤ threshold", "[0, 1]"),
+    column("image_match_score", pa.float32(), "source image: mean candidate confidence over its edges"),
+)
+
+
+@register_stage
+class ConsistencyStage(Stage):
+    name = "consistency"
+    schema_version = 1
+    schema = SCHEMA
+    inputs = ("label", "single_instance")
+    description = "closed-loop consistency I_s → I_m → I_t → I_s over the stored flows"
+
+    def fingerprint_payload(self, cfg: BuildConfig, data_root: Path) -> dict[str, Any]:
+        c = cfg.consistency
+        return {"seed": cfg.seed, "loops": c.loops, "threshold": c.threshold}
+
+    def run(self, ctx: StageContext) -> StageOutput:
+        c = ctx.cfg.consistency
+        label_dir = ctx.inputs["label"]
+        wnids = category_shards(label_dir)
+        split = ctx.split_shards(wnids, self.status_column)
+        counts = list(split.done.values())
+        total = sum(len(source_images(pq.read_table(shard_path(label_dir, wnid), columns=BASE_COLUMNS)))
+                    for wnid, _ in split.todo)
+        bar = tqdm(total=total, desc="consistency", unit="img", disable=not ctx.progress)
+        done, t0 = 0, time.perf_counter()
+
+        def on_image() -> None:
+            nonlocal done
+            done += 1
+            bar.update(1)
+            ctx.report_progress(done, total)
+
+        for wnid, path in split.todo:  # one category in memory at a time
+            where = f"category {wnid}"
+            label = shard_path(label_dir, wnid)
+            base = pq.read_table(label, columns=BASE_COLUMNS)
+            bank = edge_bank(pq.read_table(label, columns=LABEL_COLUMNS, filters=pc.field(STATUS) == EDGE), where)
+            sizes = object_sizes(read_kept_images(ctx.inputs["single_instance"], KEPT_COLUMNS, wnids=[wnid]))
+            scores = score_category(bank, sizes, loops=c.loops, threshold=c.threshold, seed=ctx.cfg.seed,
+                                    on_image=on_image, where=where)
+            with ShardWriter(path, SCHEMA, ctx.fingerprint, self.schema_version) as writer:
+                writer.write_many(output_rows(base, bank, scores, where))
+            counts.append(status_counts(base, scores))
+            del base, bank, scores
+        bar.close()
+        elapsed = time.perf_counter() - t0
+        per_category = [category_summary(wnid, pq.read_table(path, columns=SUMMARY_COLUMNS), c.loops)
+                        for wnid, path in zip(wnids, split.shards, strict=True)]
+        by_status = merge_counts(counts)
+        images = sum(r["images"] for r in per_category)
+        loops_run = sum(r["loops_run"] for r in per_category)
+        mins = [r["min_loops"] for r in per_category if r["images"]]
+        extra: dict[str, Any] = {
+            "images": images, "edges": sum(r["edges"] for r in per_category), "loops_run": loops_run,
+            "mean_loops_per_image": round(loops_run / images, 3) if images else None,
+            "min_loops_per_image": min(mins) if mins else None,
+            "images_with_fewer_loops": sum(r["images_with_fewer_loops"] for r in per_category),
+            "loops_requested": c.loops, "threshold": c.threshold,
+            "ms_per_image": round(1000 * elapsed / done, 3) if done else None,  # this run's, reading included
+        }
+        return StageOutput(sum(by_status.values()), by_status, split.shards, len(split.done), extra, per_category)
+
+
+LABEL_COLUMNS = LabelStage.columns("src_id", "trg_id", "group", "status", "src_width", "src_height", "grid_h",
+                                   "grid_w", "flow", "src_kps", "trg_kps", "scores")
+SRC_ID, TRG_ID, GROUP, STATUS = LABEL_COLUMNS[:4]
+BASE_COLUMNS = [SRC_ID, TRG_ID, GROUP, STATUS]
+KEPT_COLUMNS = ["image_id", "box"]  # read_kept_images checks them against single_instance's schema
+SUMMARY_COLUMNS = ConsistencyStage.columns("src_id", "status", "image_loops", "image_consistent")
+EDGE = "ok"  # the label status of an edge row
+POINT_COLUMNS = ("point_offset", "point_consistent", "point_fb_offset")
+INT_COLUMNS = ("loops", "image_loops")
+FLOAT_COLUMNS = ("pair_offset_mean", "pair_offset_median", "pair_consistent", "pair_fb_consistent",
+                 "pair_match_score", "image_offset_mean", "image_offset_median", "image_consistent",
+                 "image_fb_consistent", "image_match_score")
+assert {*POINT_COLUMNS, *INT_COLUMNS, *FLOAT_COLUMNS} == set(SCHEMA.names) - set(BASE_COLUMNS)
+
+
+def source_images(base: pa.Table) -> list[str]:
+    """Sorted ids of the images with at least one edge in a label table."""
+    edges = base.filter(pc.equal(base[STATUS], EDGE))
+    return sorted(set(edges[SRC_ID].to_pylist()))
+
+
+def object_sizes(kept: pa.Table) -> dict[str, float]:
+    """Object size (max side of the detected box, at least one pixel) of every kept image."""
+    out = {}
+    for image_id, box in zip(kept.column("image_id").to_pylist(), kept.column("box").to_pylist(), strict=True):
+        x1, y1, x2, y2 = box
+        out[image_id] = max(float(x2) - float(x1), float(y2) - float(y1), 1.0)
+    return out
+
+
+def _flat(table: pa.Table, name: str, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """A list column as (all values concatenated, length of each row's list; 0 for a null row)."""
+    col = table.column(name).combine_chunks()
+    lengths = pc.list_value_length(col).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    values = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(dtype)
+    return values, lengths
+
+
+def edge_bank(edges: pa.Table, where: str = "") -> EdgeBank:
+    """The edge rows of a label table as one `EdgeBank`: flows and candidates decoded once, to
+    float32, keyed by (src_id, trg_id)."""
+    flow, flow_len = _flat(edges, "flow", np.float32)
+    src, src_len = _flat(edges, "src_kps", np.float32)
+    trg, trg_len = _flat(edges, "trg_kps", np.float32)
+    scores, score_len = _flat(edges, "scores", np.float32)
+    grid = np.stack([edges.column(n).to_numpy(zero_copy_only=False) for n in ("grid_h", "grid_w")], 1)
+    hw = np.stack([edges.column(n).to_numpy(zero_copy_only=False) for n in ("src_height", "src_width")], 1)
+    grid, hw = grid.reshape(-1, 2).astype(np.int64), hw.reshape(-1, 2).astype(np.float64)
+    bad = (flow_len != 2 * grid[:, 0] * grid[:, 1]) | (src_len != trg_len) | (src_len != 2 * score_len)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"label manifest ({where}): edge {edges[SRC_ID][i]} → {edges[TRG_ID][i]} has a flow of "
+                         f"{flow_len[i]} values on a {grid[i, 0]}×{grid[i, 1]} grid, or candidate lists of "
+                         f"different lengths ({src_len[i]}, {trg_len[i]}, {score_len[i]} scores)")
+    keys = list(zip(edges[SRC_ID].to_pylist(), edges[TRG_ID].to_pylist(), strict=True))
+    index = {k: i for i, k in enumerate(keys)}
+    if len(index) != len(keys):
+        raise ValueError(f"label manifest ({where}): an edge appears twice")
+    cells = flow_len // 2
+    return EdgeBank(FlowBank(flow.reshape(-1, 2), np.cumsum(cells) - cells, grid, hw), src.reshape(-1, 2),
+                    trg.reshape(-1, 2), scores, np.cumsum(score_len) - score_len, score_len, index)
+
+
+@dataclass
+class CategoryScores:
+    """The loop check of every edge of a category, in `EdgeBank` order: per-edge columns `(E,)`
+    (`INT_COLUMNS`, `FLOAT_COLUMNS`; image columns repeated on each edge of the image) and
+    per-candidate columns `(P,)` in the bank's candidate layout (`POINT_COLUMNS`)."""
+
+    edge: dict[str, np.ndarray]
+    point: dict[str, np.ndarray]
+
+
+def score_category(bank: EdgeBank, sizes: dict[str, float], *, loops: int, threshold: float, seed: int,
+                   on_image: Callable[[], None] | None = None, where: str = "") -> CategoryScores:
+    """Every source image's loops (its group = the targets of its edges, a clique in which every
+    ordered pair is an edge); images in id order, each drawing with its own seeded generator."""
+    n_edges, n_points = len(bank.flows), len(bank.scores)
+    edge = {c: np.zeros(n_edges, np.int64) for c in INT_COLUMNS}
+    edge.update({c: np.full(n_edges, np.nan) for c in FLOAT_COLUMNS})
+    point = {c: np.full(n_points, np.nan, np.float32) for c in POINT_COLUMNS}
+    targets: dict[str, list[str]] = defaultdict(list)
+    for src, trg in bank.index:
+        targets[src].append(trg)
+    missing = sorted({i for k in bank.index for i in k} - set(sizes))
+    if missing:
+        raise ValueError(f"consistency ({where}): images {missing[:5]} have edges in the label manifest but no kept "
+                         "box in the single_instance manifest")
+    for src in sorted(targets):
+        res = image_consistency(src, sorted(targets[src]), bank, sizes, loops=loops, threshold=threshold, seed=seed)
+        e = np.array([bank.edge(src, t) for t in res.targets], np.int64)
+        edge["loops"][e] = res.pair_loops
+        edge["image_loops"][e] = res.loops_run
+        for c in FLOAT_COLUMNS:
+            edge[c][e] = getattr(res, c)  # a pair array, or an image scalar broadcast to its edges
+        where_points = np.concatenate([np.arange(a, a + n) for a, n in zip(bank.kps_start[e], bank.kps_count[e],
+                                                                           strict=True)])
+        for c in POINT_COLUMNS:
+            point[c][where_points] = np.concatenate(getattr(res, c))
+        if on_image is not None:
+            on_image()
+    return CategoryScores(edge, point)
+
+
+def output_rows(base: pa.Table, bank: EdgeBank, scores: CategoryScores, where: str = "") -> Iterator[dict[str, Any]]:
+    """One output row per label row, in the label's order (generated: a shard's rows never all sit in
+    memory as Python objects). Edge rows: `ok`, or `no_loops` when no drawn loop ends at the target
+    (its loop scores NaN); non-edge rows keep their status with null scores."""
+    for row in base.to_pylist():
+        if row[STATUS] != EDGE:
+            yield {**row, GROUP: row[GROUP] if row[GROUP] is not None else -1}
+            continue
+        e = bank.index.get((row[SRC_ID], row[TRG_ID]))
+        if e is None:
+            raise ValueError(f"label manifest ({where}): edge row {row[SRC_ID]} → {row[TRG_ID]} was not read")
+        a, n = int(bank.kps_start[e]), int(bank.kps_count[e])
+        loops = int(scores.edge["loops"][e])
+        out = {**row, STATUS: "ok" if loops else "no_loops"}
+        out.update({c: int(scores.edge[c][e]) for c in INT_COLUMNS})
+        out.update({c: float(scores.edge[c][e]) for c in FLOAT_COLUMNS})
+        out.update({c: scores.point[c][a:a + n].tolist() for c in POINT_COLUMNS})
+        yield out
+
+
+def status_counts(base: pa.Table, scores: CategoryScores) -> dict[str, int]:
+    counts = Counter(s for s in base[STATUS].to_pylist() if s != EDGE)
+    with_loops = int((scores.edge["loops"] > 0).sum())
+    counts.update({"ok": with_loops, "no_loops": len(scores.edge["loops"]) - with_loops})
+    return {k: v for k, v in counts.items() if v}
+
+
+def category_summary(wnid: str, table: pa.Table, loops: int) -> dict[str, Any]:
+    """Summary row of one written shard (fresh or kept from an interrupted run)."""
+    status = table["status"].to_pylist()
+    edge = [s in ("ok", "no_loops") for s in status]
+    per_image: dict[str, tuple[int, float]] = {}
+    for src, is_edge, n, score in zip(table["src_id"].to_pylist(), edge, table["image_loops"].to_pylist(),
+                                      table["image_consistent"].to_pylist(), strict=True):
+        if is_edge:
+            per_image[src] = (n, score)
+    n_loops = [n for n, _ in per_image.values()]
+    scores = [s for _, s in per_image.values() if s is not None and np.isfinite(s)]
+    return {"wnid": wnid, "images": len(per_image), "edges": sum(edge),
+            "no_loops_edges": sum(s == "no_loops" for s in status), "loops_run": sum(n_loops),
+            "min_loops": min(n_loops) if n_loops else 0,
+            "images_with_fewer_loops": sum(n < loops for n in n_loops),
+            "image_consistent_mean": round(float(np.mean(scores)), 4) if scores else None}

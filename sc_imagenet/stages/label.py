@@ -1,0 +1,296 @@
+"""Stage `label`: the trained generator on every edge of a per-category pair graph (paper §3.4).
+
+Each category's kept images are split, seeded, into cliques of about `label.group_size` images, and
+every ordered pair inside a clique is an edge. Per edge the stage stores the generator's dense
+pixel-level flow (float16, one target point per source cell) and its top `label.candidates`
+one-to-one, foreground-constrained pseudo-labels in original pixels. Backbone features are computed
+once per image, pair heads run in batches, one shard per category.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from sc_imagenet.config import BuildConfig, ConfigError
+from sc_imagenet.dataset.graph import group_edges, group_sizes, pair_groups
+from sc_imagenet.io.images import load_rgb
+from sc_imagenet.io.manifest import ShardWriter, category_shards, read_stage_record
+from sc_imagenet.stages.base import Stage, StageContext, StageOutput, merge_counts, register_stage
+from sc_imagenet.stages.schema import column, manifest_schema
+from sc_imagenet.stages.single_instance import foreground_provider, read_kept_images
+
+if TYPE_CHECKING:
+    from sc_imagenet.foreground.provider import ForegroundProvider
+    from sc_imagenet.matching.predictor import Generator, PairLabel
+
+PIXELS = "original-image pixels, (x, y), pixel centres at integers"
+SCHEMA = manifest_schema(
+    column("src_id", pa.string(), "source image id"),
+    column("trg_id", pa.string(), "target image id (null on a row that is not an edge)"),
+    column("group", pa.int32(), "clique of the category's pair graph the edge belongs to (-1 on a non-edge row)"),
+    column("status", pa.string(), "`ok` (an edge), `unreadable` (the image cannot be decoded any more; it gets "
+           "no edges) or `too_few_images` (fewer than 3 readable kept images in the category: no loop closes)"),
+    column("error", pa.string(), "why the row is not an edge (null on edges)"),
+    column("src_width", pa.int32(), "source image width", "pixels"),
+    column("src_height", pa.int32(), "source image height", "pixels"),
+    column("trg_width", pa.int32(), "target image width", "pixels"),
+    column("trg_height", pa.int32(), "target image height", "pixels"),
+    column("grid_h", pa.int32(), "rows of the source feature grid the flow is defined on", "cells"),
+    column("grid_w", pa.int32(), "columns of the source feature grid the flow is defined on", "cells"),
+    column("flow", pa.list_(pa.float16()), "dense flow: for every source cell (row-major), the target point of "
+           "its best match (sub-cell)", f"flattened `(grid_h·grid_w, 2)`, target {PIXELS}; float16"),
+    column("src_kps", pa.list_(pa.float32()), "pseudo-label candidates' source points, best first",
+           f"flattened `(K, 2)`, source {PIXELS}"),
+    column("trg_kps", pa.list_(pa.float32()), "pseudo-label candidates' target points (same order)",
+           f"flattened `(K, 2)`, target {PIXELS}"),
+    column("scores", pa.list_(pa.float32()), "candidates' PMPS confidence (decreasing)", "`(K,)`"),
+)
+
+
+@register_stage
+class LabelStage(Stage):
+    name = "label"
+    schema_version = 1
+    schema = SCHEMA
+    inputs = ("single_instance", "train")
+    description = "pseudo-labels and dense flows on every edge of a per-category pair graph"
+    tags = ("gpu",)
+
+    def fingerprint_payload(self, cfg: BuildConfig, data_root: Path) -> dict[str, Any]:
+        lab = cfg.label
+        from sc_imagenet.foreground import foreground_names
+
+        if foreground_source(cfg) not in foreground_names():
+            field_name = "label.foreground" if lab.foreground is not None else "train.foreground"
+            raise ConfigError(f"{field_name}: unknown foreground source {foreground_source(cfg)!r}; known: "
+                              f"{foreground_names()}")
+        # batch sizes, device and amp change speed (and bf16 rounding on GPU), not the method
+        return {"seed": cfg.seed, "data_root": str(data_root), "group_size": lab.group_size,
+                "candidates": lab.candidates, "nms_cells": lab.nms_cells, "pixel_foreground": lab.pixel_foreground,
+                "foreground": lab.foreground if lab.foreground is not None else cfg.train.foreground}
+
+    def run(self, ctx: StageContext) -> StageOutput:
+        lab = ctx.cfg.label
+        si_dir = ctx.inputs["single_instance"]
+        wnids = category_shards(si_dir)
+        split = ctx.split_shards(wnids, self.status_column)
+        planned = planned_edges(si_dir, [w for w, _ in split.todo], lab.group_size)
+        bar = tqdm(total=sum(planned.values()), desc="label", unit="edge", disable=not ctx.progress)
+        work = LabelWork(ctx, bar, total=sum(planned.values()))
+        try:
+            for wnid, path in split.todo:
+                t0 = time.perf_counter()
+                edges = work.category(wnid, path)
+                work.seconds += time.perf_counter() - t0
+                work.total += edges - planned[wnid]  # unreadable images: fewer edges than planned
+                bar.total = work.total
+                bar.refresh()
+        finally:
+            bar.close()
+        summary = [category_summary(wnid, path) for wnid, path in zip(wnids, split.shards, strict=True)]
+        by_status = merge_counts([*split.done.values(), *work.counts])
+        totals = {k: sum(r[k] for r in summary) for k in ("images", "groups", "edges", "unreadable",
+                                                          "too_few_images")}
+        extra: dict[str, Any] = {
+            **totals, "categories": len(summary),
+            "categories_with_edges": sum(1 for r in summary if r["edges"]),
+            "pair_forwards": work.pair_forwards, "images_encoded": work.images_encoded,
+            # labelling wall time (decoding, masks, encoding, pair head, PMPS, writing; not loading the model)
+            "seconds_per_edge": (round((work.seconds - work.load_seconds) / work.pair_forwards, 5)
+                                 if work.pair_forwards else None),
+            "device": work.device, "amp": work.amp, "foreground": foreground_source(ctx.cfg),
+            "empty_foreground_masks": work.empty_masks,
+        }
+        rows = sum(by_status.values())
+        return StageOutput(rows, by_status, split.shards, len(split.done), extra, summary)
+
+
+KEPT_COLUMNS = ["image_id", "rel_path", "width", "height"]
+SUMMARY_COLUMNS = ["src_id", "status", "group"]
+
+
+def foreground_source(cfg: BuildConfig) -> str:
+    return cfg.label.foreground if cfg.label.foreground is not None else cfg.train.foreground
+
+
+def planned_edges(single_instance_dir: Path, wnids: list[str], group_size: int) -> dict[str, int]:
+    """Edges per category if every kept image still decodes (the progress bar's total)."""
+    if not wnids:
+        return {}
+    kept = Counter(read_kept_images(single_instance_dir, ["wnid"], wnids).column("wnid").to_pylist())
+    return {w: sum(g * (g - 1) for g in group_sizes(kept.get(w, 0), group_size)) for w in wnids}
+
+
+def category_summary(wnid: str, path: Path) -> dict[str, Any]:
+    """One summary row of a finished shard: kept images, how many got edges, groups, edges, non-edges."""
+    table = pq.read_table(path, columns=SUMMARY_COLUMNS).to_pydict()
+    ok = [i for i, st in enumerate(table["status"]) if st == "ok"]
+    status = Counter(table["status"])
+    return {"wnid": wnid, "kept": len(set(table["src_id"])), "images": len({table["src_id"][i] for i in ok}),
+            "groups": len({table["group"][i] for i in ok}), "edges": len(ok),
+            "unreadable": status.get("unreadable", 0), "too_few_images": status.get("too_few_images", 0)}
+
+
+def _batches(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+@dataclass
+class LabelWork:
+    """One `label` run's labelling: the generator (loaded on first need), one category at a time, one
+    group's features at a time, rows streamed into the category's shard."""
+
+    ctx: StageContext
+    bar: Any
+    total: int
+    counts: list[dict[str, int]] = field(default_factory=list)
+    pair_forwards: int = 0
+    images_encoded: int = 0
+    empty_masks: int = 0
+    seconds: float = 0.0
+    load_seconds: float = 0.0
+    done: int = 0
+    device: str | None = None
+    amp: bool | None = None
+    _gen: Generator | None = None
+
+    def generator(self) -> Generator:
+        if self._gen is None:
+            t0 = time.perf_counter()
+            from sc_imagenet.devices import resolve_device
+            from sc_imagenet.matching.builder import load_generator  # torch loads only when labelling runs
+            from sc_imagenet.stages.train import backbone_checkpoint
+
+            lab = self.ctx.cfg.label
+            record = read_stage_record(self.ctx.inputs["train"])
+            ckpt = (record.extra or {}).get("checkpoint") if record is not None else None
+            if not ckpt or not Path(ckpt).is_file():
+                raise ConfigError(f"label: the train stage's generator checkpoint {ckpt!r} is missing; rerun train")
+            self.device = resolve_device(lab.device)
+            # bf16 autocast only exists on CUDA here; `amp: auto` = on GPU only
+            self.amp = self.device.startswith("cuda") and (lab.amp == "auto" or bool(lab.amp))
+            gen = load_generator(Path(ckpt), self.device, backbone_checkpoint(self.ctx.cfg))
+            gen.nms_cells, gen.amp = lab.nms_cells, self.amp
+            self._gen = gen
+            self.load_seconds += time.perf_counter() - t0
+            self.ctx.log(f"[label] generator {ckpt} on {self.device}" + (" (bf16 autocast)" if self.amp else ""))
+        return self._gen
+
+    def provider(self, wnid: str) -> ForegroundProvider | None:
+        source = foreground_source(self.ctx.cfg)
+        if source == "none":
+            return None
+        return foreground_provider(self.ctx.inputs["single_instance"], self.ctx.data_root, source, wnids=[wnid])
+
+    def load(self, rel_path: str) -> np.ndarray:
+        return load_rgb(self.ctx.data_root / rel_path, max_pixels=self.ctx.cfg.index.max_pixels)
+
+    def category(self, wnid: str, path: Path) -> int:
+        """Label one category into its shard; returns the number of edges written."""
+        lab = self.ctx.cfg.label
+        kept = sorted(read_kept_images(self.ctx.inputs["single_instance"], KEPT_COLUMNS, [wnid]).to_pylist(),
+                      key=lambda r: r["image_id"])
+        counts: Counter[str] = Counter()
+        edges = 0
+        with ShardWriter(path, SCHEMA, self.ctx.fingerprint, LabelStage.schema_version) as writer:
+            def emit(row: dict[str, Any]) -> None:
+                writer.write(row)
+                counts[row["status"]] += 1
+
+            # decode every kept image once up front (pixels dropped at once: memory stays flat); an image
+            # that no longer decodes gets its row and joins no group
+            readable = []
+            for r in kept:
+                try:
+                    self.load(r["rel_path"])
+                except Exception as exc:  # any decode failure (OSError, bomb guard, PIL's odd ones) is data
+                    emit(non_edge(r, "unreadable", f"{type(exc).__name__}: {exc}"[:300]))
+                else:
+                    readable.append(r)
+            if 0 < len(readable) < 3:
+                for r in readable:
+                    emit(non_edge(r, "too_few_images", f"{len(readable)} readable kept image(s) in the category; "
+                                                       "a loop needs 3"))
+            groups = pair_groups([r["image_id"] for r in readable], lab.group_size, self.ctx.cfg.seed, wnid)
+            if groups:
+                by_id = {r["image_id"]: r for r in readable}
+                provider = self.provider(wnid)
+                for gi, group in enumerate(groups):
+                    edges += self.group(gi, [by_id[i] for i in group], provider, emit)
+        self.counts.append(dict(counts))
+        return edges
+
+    def group(self, gi: int, members: list[dict[str, Any]], provider: ForegroundProvider | None,
+              emit: Callable[[dict[str, Any]], None]) -> int:
+        """Encode a group's images once, then every ordered pair through the pair head in batches."""
+        from sc_imagenet.matching.predictor import cat_features, take_features
+
+        lab = self.ctx.cfg.label
+        gen = self.generator()
+        parts, hw, fg, full = [], [], [], []
+        for chunk in _batches(members, lab.batch_images):
+            images = [self.load(r["rel_path"]) for r in chunk]
+            feats = gen.encode(images)
+            parts.append(feats)
+            for r, img in zip(chunk, images, strict=True):
+                hw.append(img.shape[:2])
+                pixels = None if provider is None else provider.mask_for(r["image_id"], img.shape[:2], image=img)
+                mask = None if pixels is None else gen.grid_mask(pixels, feats.grid)
+                if mask is not None and not bool((mask > 0).any()):
+                    self.empty_masks += 1  # an empty mask constrains every match away: no constraint instead
+                    mask = pixels = None
+                fg.append(mask)
+                full.append(pixels > 0.5 if pixels is not None and lab.pixel_foreground else None)
+        feats = cat_features(parts)
+        del parts
+        self.images_encoded += len(members)
+        ids = [r["image_id"] for r in members]
+        pos = {i: n for n, i in enumerate(ids)}
+        edges = [(pos[s], pos[t]) for s, t, _ in group_edges([ids])]
+        grid_h, grid_w = feats.grid
+        for batch in _batches(edges, lab.batch_pairs):
+            s, t = [e[0] for e in batch], [e[1] for e in batch]
+            out = gen.label_pairs(take_features(feats, s), take_features(feats, t), [hw[i] for i in s],
+                                  [hw[i] for i in t], lab.candidates, [fg[i] for i in s], [fg[i] for i in t])
+            for (si, ti), o in zip(batch, out, strict=True):
+                if full[si] is not None or full[ti] is not None:
+                    o = keep_on_foreground(o, full[si], full[ti])
+                emit({"src_id": ids[si], "trg_id": ids[ti], "group": gi, "status": "ok", "error": None,
+                      "src_width": hw[si][1], "src_height": hw[si][0], "trg_width": hw[ti][1],
+                      "trg_height": hw[ti][0], "grid_h": grid_h, "grid_w": grid_w,
+                      "flow": o.flow.reshape(-1).astype(np.float16), "src_kps": o.src_xy.reshape(-1),
+                      "trg_kps": o.trg_xy.reshape(-1), "scores": o.score})
+            self.pair_forwards += len(batch)
+            self.done += len(batch)
+            self.bar.update(len(batch))
+            self.ctx.report_progress(self.done, self.total)
+        return len(edges)
+
+
+def keep_on_foreground(label: PairLabel, src_mask: np.ndarray | None, trg_mask: np.ndarray | None) -> PairLabel:
+    """The candidates whose source and target points both lie on their images' foreground (pixel level)."""
+    from sc_imagenet.foreground.geometry import points_on_mask
+
+    keep = np.ones(len(label.score), bool)
+    if src_mask is not None:
+        keep &= points_on_mask(src_mask, label.src_xy)
+    if trg_mask is not None:
+        keep &= points_on_mask(trg_mask, label.trg_xy)
+    return label._replace(src_xy=label.src_xy[keep], trg_xy=label.trg_xy[keep], score=label.score[keep])
+
+
+def non_edge(kept_row: dict[str, Any], status: str, error: str) -> dict[str, Any]:
+    """The row of a kept image that gets no edges (`unreadable`, `too_few_images`)."""
+    return {"src_id": kept_row["image_id"], "trg_id": None, "group": -1, "status": status, "error": error,
+            "src_width": kept_row["width"], "src_height": kept_row["height"]}

@@ -1,0 +1,236 @@
+"""Stage `select`: the top `select.fraction` of images by consistency, final pairs between selected
+images (at most `select.pairs_per_image` per source image), each with exactly `select.keypoints`
+pseudo keypoint pairs chosen by per-point consistency, and a deterministic trn/val split by image."""
+
+from __future__ import annotations
+
+import zlib
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from sc_imagenet.config import BuildConfig
+from sc_imagenet.dataset.selection import choose_points, select_top, stable_uniform, val_groups
+from sc_imagenet.io.manifest import ShardWriter, category_shards, read_manifest, shard_path
+from sc_imagenet.stages.base import Stage, StageContext, StageOutput, merge_counts, register_stage
+from sc_imagenet.stages.consistency import ConsistencyStage
+from sc_imagenet.stages.label import LabelStage
+from sc_imagenet.stages.schema import column, manifest_schema
+from sc_imagenet.stages.single_instance import read_kept_images
+
+PIXELS = "original-image pixels, (x, y), pixel centres at integers"
+SCHEMA = manifest_schema(
+    column("src_id", pa.string(), "source image id"),
+    column("trg_id", pa.string(), "target image id"),
+    column("group", pa.int32(), "clique of the pair graph"),
+    column("split", pa.string(), "`trn` or `val`: whole groups go to one split, so no image is in both"),
+    column("src_score", pa.float32(), "the source image's ranking score (`select.rank_by`; higher is better)"),
+    column("src_rank", pa.int32(), "the source image's rank within `select.scope` (0 = best)"),
+    column("src_selected", pa.bool_(), "the source image is in the top `select.fraction`"),
+    column("trg_selected", pa.bool_(), "the target image is in the top `select.fraction`"),
+    column("keep", pa.bool_(), "the pair is in the dataset"),
+    column("reason", pa.string(), "`kept`, `src_not_selected`, `trg_not_selected`, `too_few_consistent_points` "
+           "(fewer than `select.keypoints` candidates pass `select.point_threshold`) or `over_pairs_per_image` "
+           "(the source image already has `select.pairs_per_image` better pairs)"),
+    column("pair_score", pa.float32(), "the pair's consistency (3-image loop: fraction of consistent candidate "
+           "loops); pairs of one source image are taken best first", "[0, 1]"),
+    column("n_consistent", pa.int32(), "candidates passing `select.point_threshold`"),
+    column("src_kps", pa.list_(pa.float32()), "the final keypoints in the source image, most consistent first "
+           "(null unless kept)", f"flattened `(select.keypoints, 2)`, source {PIXELS}"),
+    column("trg_kps", pa.list_(pa.float32()), "their matches in the target image (null unless kept)",
+           f"flattened `(select.keypoints, 2)`, target {PIXELS}"),
+    column("point_offset", pa.list_(pa.float32()), "the final keypoints' median loop offsets (null unless kept)",
+           "`(select.keypoints,)`, units of the source object's size"),
+    column("src_rel_path", pa.string(), "source image path relative to the data root"),
+    column("trg_rel_path", pa.string(), "target image path relative to the data root"),
+    column("src_box", pa.list_(pa.float32()), "source object's detected box", f"4 values `[x1, y1, x2, y2]`, {PIXELS}"),
+    column("trg_box", pa.list_(pa.float32()), "target object's detected box", f"4 values `[x1, y1, x2, y2]`, {PIXELS}"),
+    column("src_width", pa.int32(), "source image width", "pixels"),
+    column("src_height", pa.int32(), "source image height", "pixels"),
+    column("trg_width", pa.int32(), "target image width", "pixels"),
+    column("trg_height", pa.int32(), "target image height", "pixels"),
+)
+
+
+@register_stage
+class SelectStage(Stage):
+    name = "select"
+    schema_version = 1
+    schema = SCHEMA
+    status_column = "reason"
+    inputs = ("consistency", "label", "single_instance")
+    description = "top images by consistency, final pairs and their keypoints, trn/val split"
+
+    def fingerprint_payload(self, cfg: BuildConfig, data_root: Path) -> dict[str, Any]:
+        s = cfg.select
+        threshold = s.point_threshold if s.point_threshold is not None else cfg.consistency.threshold
+        return {"seed": cfg.seed, "data_root": str(data_root),
+                **s.model_dump(mode="json", exclude={"point_threshold"}), "point_threshold": threshold}
+
+    def run(self, ctx: StageContext) -> StageOutput:
+        s = ctx.cfg.select
+        threshold = s.point_threshold if s.point_threshold is not None else ctx.cfg.consistency.threshold
+        images = image_table(ctx.inputs["consistency"], s.rank_by, ctx.cfg.seed)
+        scopes = list(images["wnid"]) if s.scope == "category" else ["all"] * len(images)
+        images["selected"], images["rank"] = select_top(images["score"].to_numpy(), scopes, list(images["src_id"]),
+                                                        s.fraction)
+        other = ["all"] * len(images) if s.scope == "category" else list(images["wnid"])
+        other_selected, _ = select_top(images["score"].to_numpy(), other, list(images["src_id"]), s.fraction)
+        groups = images.groupby(["wnid", "group"]).size()
+        val = val_groups([(w, int(g), int(n)) for (w, g), n in groups.items()], s.val_fraction, ctx.cfg.seed)
+        by_id = images.set_index("src_id")
+
+        wnids = category_shards(ctx.inputs["consistency"])
+        split = ctx.split_shards(wnids, self.status_column)
+        counts = list(split.done.values())
+        bar = tqdm(total=len(split.todo), desc="select", unit="category", disable=not ctx.progress)
+        for wnid, path in split.todo:
+            edges = category_edges(ctx.inputs, wnid)
+            rows = select_pairs(edges, by_id, val, s.rank_by, s.keypoints, s.pairs_per_image, threshold,
+                                ctx.cfg.seed, s.point_order)
+            with ShardWriter(path, SCHEMA, ctx.fingerprint, self.schema_version) as writer:
+                writer.write_many(rows)
+            counts.append(dict(Counter(r["reason"] for r in rows)))
+            bar.update()
+            ctx.report_progress(bar.n, len(split.todo))
+        bar.close()
+        by_reason = merge_counts(counts)
+        extra = self.figures(ctx, images, other_selected, threshold, split.shards)
+        summary = [{"reason": k, "pairs": v} for k, v in sorted(by_reason.items())]
+        summary.append({"reason": "selected images", "pairs": extra["images_selected"]})
+        return StageOutput(sum(by_reason.values()), by_reason, split.shards, len(split.done), extra, summary)
+
+    @staticmethod
+    def figures(ctx: StageContext, images: pd.DataFrame, other_selected: np.ndarray, threshold: float,
+                shards: list[Path]) -> dict[str, Any]:
+        s = ctx.cfg.select
+        cols = SelectStage.columns("src_id", "trg_id", "split", "keep", "src_kps", "trg_kps")
+        rows = pd.concat([pq.read_table(p, columns=cols).to_pandas() for p in shards], ignore_index=True) \
+            if shards else pd.DataFrame(columns=cols)
+        kept = rows[rows["keep"].astype(bool)]
+        n_sel = int(images["selected"].sum())
+        per_image = kept.groupby("src_id").size()
+        extra: dict[str, Any] = {
+            "images": len(images), "images_selected": n_sel,
+            f"images_selected_{s.scope}_scope": n_sel,
+            f"images_selected_{'global' if s.scope == 'category' else 'category'}_scope": int(other_selected.sum()),
+            "pairs": len(kept),
+            "pairs_by_split": {k: int(v) for k, v in kept["split"].value_counts().items()},
+            "pairs_per_selected_image": round(float(len(per_image) and per_image.sum() / max(n_sel, 1)), 3),
+            "keypoints_per_pair": s.keypoints, "rank_by": s.rank_by, "point_threshold": threshold,
+        }
+        if ctx.cfg.data.source == "synthetic":
+            from sc_imagenet.dataset.quality import TruthOracle, evaluate_dataset, quality_line
+
+            edges = pd.concat([category_edges(ctx.inputs, w) for w in category_shards(ctx.inputs["consistency"])],
+                              ignore_index=True)
+            quality = evaluate_dataset(TruthOracle(ctx.data_root), edges, images, rows, s.fraction, s.keypoints,
+                                       threshold, ctx.cfg.seed, s.point_order)
+            extra["quality"] = quality
+            ctx.log("[select] " + quality_line(quality))
+        return extra
+
+
+RANK_COLUMNS = {"loop3": "image_consistent", "loop2": "image_fb_consistent", "score": "image_match_score"}
+PAIR_COLUMNS = {"loop3": "pair_consistent", "loop2": "pair_fb_consistent", "score": "pair_match_score"}
+POINT_COLUMNS = {"loop3": "point_offset", "loop2": "point_fb_offset"}
+IMAGE_COLUMNS = ConsistencyStage.columns("wnid", "src_id", "group", "status", *RANK_COLUMNS.values(),
+                                         "image_offset_mean")
+EDGE_COLUMNS = ConsistencyStage.columns("src_id", "trg_id", "group", "status", *PAIR_COLUMNS.values(),
+                                        *POINT_COLUMNS.values())
+LABEL_COLUMNS = LabelStage.columns("src_id", "trg_id", "status", "src_kps", "trg_kps", "scores")
+IMAGE_INFO = ["image_id", "rel_path", "box", "width", "height"]
+EDGE_STATUSES = ("ok", "no_loops")
+
+
+def image_table(consistency_dir: Path, rank_by: str, seed: int) -> pd.DataFrame:
+    """One row per source image with an edge: wnid, src_id, group and its ranking `score`."""
+    table = read_manifest(consistency_dir, columns=IMAGE_COLUMNS,
+                          filter=pc.field("status").isin(list(EDGE_STATUSES))).to_pandas()
+    images = table.drop_duplicates("src_id").sort_values(["wnid", "src_id"]).reset_index(drop=True)
+    if rank_by == "random":
+        images["score"] = [stable_uniform(seed, "rank", i) for i in images["src_id"]]
+    else:
+        images["score"] = images[RANK_COLUMNS[rank_by]].astype(np.float64)
+    return images
+
+
+def category_edges(inputs: dict[str, Path], wnid: str) -> pd.DataFrame:
+    """One category's edges: consistency scores joined with the label candidates and both images' info."""
+    cons = pq.read_table(shard_path(inputs["consistency"], wnid), columns=EDGE_COLUMNS).to_pandas()
+    cons = cons[cons["status"].isin(EDGE_STATUSES)]
+    lab = pq.read_table(shard_path(inputs["label"], wnid), columns=LABEL_COLUMNS).to_pandas()
+    lab = lab[lab["status"] == "ok"].drop(columns="status")
+    edges = cons.merge(lab, on=["src_id", "trg_id"], how="inner", validate="one_to_one")
+    info = read_kept_images(inputs["single_instance"], IMAGE_INFO, [wnid]).to_pandas().set_index("image_id")
+    for side in ("src", "trg"):
+        part = info.loc[edges[f"{side}_id"]].reset_index(drop=True)
+        for col in ("rel_path", "box", "width", "height"):
+            edges[f"{side}_{col}"] = part[col].to_numpy()
+    edges["wnid"] = wnid
+    return edges.sort_values(["src_id", "trg_id"]).reset_index(drop=True)
+
+
+def point_order_values(edge: Any, rank_by: str, seed: int) -> tuple[np.ndarray, float | None]:
+    """Per-candidate values to sort by (lower is better) and whether a threshold applies."""
+    k = len(edge.scores)
+    if rank_by in POINT_COLUMNS:
+        return np.asarray(getattr(edge, POINT_COLUMNS[rank_by]), np.float64), None
+    if rank_by == "score":
+        return np.arange(k, dtype=np.float64), float("inf")  # label order is by decreasing confidence
+    rng = np.random.default_rng([seed, zlib.crc32(edge.src_id.encode()), zlib.crc32(edge.trg_id.encode())])
+    return rng.permutation(k).astype(np.float64), float("inf")
+
+
+def select_pairs(edges: pd.DataFrame, images: pd.DataFrame, val: set[tuple[str, int]], rank_by: str,
+                 keypoints: int, pairs_per_image: int, threshold: float, seed: int,
+                 point_order: str = "score") -> list[dict[str, Any]]:
+    """One output row per edge of the category, with its decision and, if kept, its final keypoints."""
+    rows = []
+    for e in edges.itertuples(index=False):
+        src_sel = bool(images.at[e.src_id, "selected"])
+        trg_sel = bool(images.at[e.trg_id, "selected"]) if e.trg_id in images.index else False
+        values, limit = point_order_values(e, rank_by, seed)
+        pick, n_ok = choose_points(values, threshold if limit is None else limit, keypoints,
+                                   point_order if limit is None else "consistency")
+        if rank_by == "random":
+            pair_score = stable_uniform(seed, "pair", e.src_id, e.trg_id)
+        else:
+            pair_score = float(getattr(e, PAIR_COLUMNS[rank_by]))
+        reason = ("src_not_selected" if not src_sel else "trg_not_selected" if not trg_sel
+                  else "too_few_consistent_points" if pick is None else "kept")
+        src_kps = np.asarray(e.src_kps, np.float32).reshape(-1, 2)
+        trg_kps = np.asarray(e.trg_kps, np.float32).reshape(-1, 2)
+        rows.append({
+            "src_id": e.src_id, "trg_id": e.trg_id, "group": int(e.group),
+            "split": "val" if (e.wnid, int(e.group)) in val else "trn",
+            "src_score": float(images.at[e.src_id, "score"]), "src_rank": int(images.at[e.src_id, "rank"]),
+            "src_selected": src_sel, "trg_selected": trg_sel, "keep": reason == "kept", "reason": reason,
+            "pair_score": pair_score, "n_consistent": n_ok,
+            "src_kps": src_kps[pick].reshape(-1).tolist() if pick is not None else None,
+            "trg_kps": trg_kps[pick].reshape(-1).tolist() if pick is not None else None,
+            "point_offset": (np.asarray(e.point_offset, np.float32)[pick].tolist()
+                             if pick is not None and rank_by == "loop3" else None),
+            **{f"{side}_{c}": getattr(e, f"{side}_{c}") for side in ("src", "trg") for c in ("rel_path", "box",
+                                                                                          "width", "height")},
+        })
+    # each source image keeps its best `pairs_per_image` eligible pairs
+    by_src: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["keep"]:
+            by_src.setdefault(r["src_id"], []).append(r)
+    for pairs in by_src.values():
+        pairs.sort(key=lambda r: (-(r["pair_score"] if np.isfinite(r["pair_score"]) else -np.inf), r["trg_id"]))
+        for r in pairs[pairs_per_image:]:
+            r.update(keep=False, reason="over_pairs_per_image", src_kps=None, trg_kps=None, point_offset=None)
+    for r in rows:
+        if not r["keep"]:
+            r.update(src_kps=None, trg_kps=None, point_offset=None)
+    return rows
