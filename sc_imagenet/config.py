@@ -191,13 +191,15 @@ class SelectConfig(StrictModel):
         description="A candidate is consistent if its median loop offset is at or below this "
         "(default: consistency.threshold).",
     )
-    point_order: Literal["score", "consistency"] = Field(
+    point_order: Literal["score", "consistency", "balanced"] = Field(
         "score",
         description="Which consistent candidates become the keypoints: the generator's most confident ones "
-        "(`score`) or the most consistent ones (`consistency`). Either way only candidates that pass "
-        "`point_threshold` qualify.",
+        "(`score`), the most consistent ones (`consistency`), or both signals (`balanced`: offset/threshold + "
+        "rank/keypoints). Only candidates that pass `point_threshold` qualify.",
     )
-    val_fraction: float = Field(0.1, ge=0, lt=1, description="Share of images (whole groups) in the val split.")
+    val_fraction: float = Field(
+        0.1, ge=0, lt=1, description="Share of the kept pairs in the val split (whole groups, so no image is in both)."
+    )
 
 
 class ExportConfig(StrictModel):

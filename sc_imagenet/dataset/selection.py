@@ -49,10 +49,10 @@ def select_top(scores: np.ndarray, scopes: Sequence[str], tiebreak: Sequence[str
 
 
 def val_groups(groups: Sequence[tuple[str, int, int]], val_fraction: float, seed: int) -> set[tuple[str, int]]:
-    """Whole groups `(wnid, group, n_images)` for the val split: groups in a seeded order until they hold
-    `val_fraction` of the images (rounded to the nearest group). A pair never crosses splits because
-    both of its images are in one group."""
-    if val_fraction <= 0 or not groups:
+    """Whole groups `(wnid, group, weight)` for the val split: groups in a seeded order until they hold
+    `val_fraction` of the total weight (the `select` stage weighs a group by its kept pairs), rounded to
+    the nearest group. A pair never crosses splits because both of its images are in one group."""
+    if val_fraction <= 0 or not groups or sum(n for _, _, n in groups) == 0:
         return set()
     total = sum(n for _, _, n in groups)
     order = sorted(groups, key=lambda g: (stable_uniform(seed, "val", g[0], str(g[1])), g[0], g[1]))
@@ -68,15 +68,19 @@ def val_groups(groups: Sequence[tuple[str, int, int]], val_fraction: float, seed
 
 def choose_points(offsets: np.ndarray, threshold: float, keypoints: int,
                   order: str = "consistency") -> tuple[np.ndarray | None, int]:
-    """`keypoints` candidates among those with offset ≤ threshold (the consistent ones): the most
-    consistent first (`order="consistency"`, label order on ties) or in label order, i.e. by the
-    generator's confidence (`order="score"`). (None, n_consistent) when fewer than `keypoints` pass."""
+    """`keypoints` candidates among those with offset ≤ threshold (the consistent ones), chosen by
+    `order`: `score` = label order (the generator's confidence), `consistency` = lowest offset first,
+    `balanced` = lowest `offset / threshold + label rank / keypoints` (both signals, each in its own
+    unit: measured on the demo's validation build, a candidate's accuracy falls with its rank and with
+    its offset at about these rates). Ties keep label order. (None, n_consistent) when fewer pass."""
     off = np.asarray(offsets, np.float64)
     ok = np.flatnonzero(np.isfinite(off) & (off <= threshold))
     if len(ok) < keypoints:
         return None, len(ok)
     if order == "consistency":
         ok = ok[np.argsort(off[ok], kind="stable")]
+    elif order == "balanced":
+        ok = ok[np.argsort(off[ok] / threshold + ok / keypoints, kind="stable")]
     elif order != "score":
-        raise ValueError(f"order must be 'consistency' or 'score', got {order!r}")
+        raise ValueError(f"order must be 'score', 'consistency' or 'balanced', got {order!r}")
     return ok[:keypoints], len(ok)

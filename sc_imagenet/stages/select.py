@@ -30,7 +30,8 @@ SCHEMA = manifest_schema(
     column("src_id", pa.string(), "source image id"),
     column("trg_id", pa.string(), "target image id"),
     column("group", pa.int32(), "clique of the pair graph"),
-    column("split", pa.string(), "`trn` or `val`: whole groups go to one split, so no image is in both"),
+    column("split", pa.string(), "`trn` or `val`: whole groups go to one split (val: groups in a seeded order "
+           "until they hold `select.val_fraction` of the kept pairs), so no image is in both"),
     column("src_score", pa.float32(), "the source image's ranking score (`select.rank_by`; higher is better)"),
     column("src_rank", pa.int32(), "the source image's rank within `select.scope` (0 = best)"),
     column("src_selected", pa.bool_(), "the source image is in the top `select.fraction`"),
@@ -83,11 +84,20 @@ class SelectStage(Stage):
                                                         s.fraction)
         other = ["all"] * len(images) if s.scope == "category" else list(images["wnid"])
         other_selected, _ = select_top(images["score"].to_numpy(), other, list(images["src_id"]), s.fraction)
-        groups = images.groupby(["wnid", "group"]).size()
-        val = val_groups([(w, int(g), int(n)) for (w, g), n in groups.items()], s.val_fraction, ctx.cfg.seed)
         by_id = images.set_index("src_id")
-
         wnids = category_shards(ctx.inputs["consistency"])
+        # the split needs every group's kept pairs first (a val split of groups whose pairs were all dropped
+        # would be empty): a counting pass over all categories, finished shards included, so a resumed run
+        # splits exactly as an uninterrupted one
+        kept_in_group: Counter[tuple[str, int]] = Counter()
+        for wnid in tqdm(wnids, desc="select (split)", unit="category", disable=not ctx.progress):
+            for r in select_pairs(category_edges(ctx.inputs, wnid), by_id, set(), s.rank_by, s.keypoints,
+                                  s.pairs_per_image, threshold, ctx.cfg.seed, s.point_order):
+                kept_in_group[(wnid, r["group"])] += r["keep"]
+        groups = images.groupby(["wnid", "group"]).size()
+        val = val_groups([(w, int(g), kept_in_group[(w, int(g))]) for (w, g) in groups.index], s.val_fraction,
+                         ctx.cfg.seed)
+
         split = ctx.split_shards(wnids, self.status_column)
         counts = list(split.done.values())
         bar = tqdm(total=len(split.todo), desc="select", unit="category", disable=not ctx.progress)

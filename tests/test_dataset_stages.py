@@ -1,0 +1,105 @@
+"""label → consistency → select → export on a tiny synthetic build: the selection's invariants, the
+quality figures against ground truth, determinism, and the release read back the loaders' way."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_label import build_project
+
+from sc_imagenet.build import plan_build, run_build_locally, stage_states
+from sc_imagenet.config import load_config
+from sc_imagenet.dataset.scimagenet import read_release
+from sc_imagenet.dataset.selection import top_count
+from sc_imagenet.io.manifest import read_manifest, read_stage_record
+
+DATASET = {"label": {"group_size": 5, "candidates": 12, "nms_cells": 0},
+           "consistency": {"loops": 8, "threshold": 0.3},
+           "select": {"fraction": 0.5, "keypoints": 2, "pairs_per_image": 2, "point_threshold": 0.5,
+                      "val_fraction": 0.3}}
+STAGES = ["label", "consistency", "select", "export"]
+
+
+@pytest.fixture(scope="module")
+def dataset_build(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    project = build_project(tmp_path_factory.mktemp("dataset-build"))
+    plan = plan_build(load_config(project["profile"], DATASET), "tiny", project["out"], stages=STAGES)
+    run_build_locally(plan, log=lambda m: None, progress=False)
+    return {**project, "plan": plan}
+
+
+def test_every_stage_complete_and_quality_recorded(dataset_build: dict) -> None:
+    plan = dataset_build["plan"]
+    assert all(s["state"] == "complete" for s in stage_states(plan.out_dir))
+    record = read_stage_record(plan.stage_dir("select"))
+    q = record.extra["quality"]
+    for key in ("candidates", "raw_topk", "filtered_candidates", "exported", "selected_image_pairs",
+                "rejected_image_pairs"):
+        assert 0 <= q[key].get("strict_pck@0.1", 0) <= 1
+    assert set(q["comparison"]) == {"loop3", "loop2", "score", "random", "oracle"}
+    assert q["comparison"]["oracle"]["spearman"] == pytest.approx(1.0)
+    assert record.extra["images_selected_category_scope"] == record.extra["images_selected"]
+    assert "images_selected_global_scope" in record.extra
+
+
+def test_selection_invariants(dataset_build: dict) -> None:
+    plan = dataset_build["plan"]
+    s = plan.cfg.select
+    edges = read_manifest(plan.stage_dir("label")).to_pandas()
+    edges = edges[edges.status == "ok"]
+    sel = read_manifest(plan.stage_dir("select")).to_pandas()
+    assert len(sel) == len(edges)  # every edge gets a decision
+    images = sel.drop_duplicates("src_id")
+    for wnid, group in images.groupby("wnid"):
+        assert group.src_selected.sum() == top_count(len(group), s.fraction), wnid
+    kept = sel[sel.keep]
+    assert len(kept) > 0 and (kept.src_selected & kept.trg_selected).all()
+    assert kept.groupby("src_id").size().max() <= s.pairs_per_image
+    assert all(len(k) == 2 * s.keypoints for k in kept.src_kps) and all(len(k) == 2 * s.keypoints for k in kept.trg_kps)
+    assert set(sel.reason) <= {"kept", "src_not_selected", "trg_not_selected", "too_few_consistent_points",
+                               "over_pairs_per_image"}
+    # a kept pair's keypoints are candidates of its edge, in the generator's confidence order
+    lab = edges.set_index(["src_id", "trg_id"])
+    for r in kept.itertuples():
+        cand = np.asarray(lab.loc[(r.src_id, r.trg_id), "src_kps"]).reshape(-1, 2)
+        pts = np.asarray(r.src_kps).reshape(-1, 2)
+        idx = [int(np.flatnonzero((cand == p).all(axis=1))[0]) for p in pts]
+        assert idx == sorted(idx)
+    # no image in both splits
+    split_of = pd.concat([sel[["src_id", "split"]].rename(columns={"src_id": "id"}),
+                          sel[["trg_id", "split"]].rename(columns={"trg_id": "id"})])
+    assert split_of.groupby("id")["split"].nunique().max() == 1
+
+
+def test_release_reads_back_like_the_loaders(dataset_build: dict) -> None:
+    plan = dataset_build["plan"]
+    record = read_stage_record(plan.stage_dir("export"))
+    root = Path(record.extra["release"])
+    assert root == plan.out_dir / "export" / "SC-ImageNet"
+    kept = read_manifest(plan.stage_dir("select")).to_pandas()
+    kept = kept[kept.keep].set_index(["src_id", "trg_id"])
+    pairs = [p for split in ("trn", "val") for p in read_release(root, split)]
+    assert len(pairs) == len(kept) == record.rows
+    for p in pairs:
+        row = kept.loc[(p.annotation["src_image_id"], p.annotation["trg_image_id"])]
+        assert p.split == row.split and p.category == row.wnid
+        np.testing.assert_allclose(p.src_kps, np.asarray(row.src_kps, np.float32).reshape(-1, 2))
+        np.testing.assert_allclose(p.trg_kps, np.asarray(row.trg_kps, np.float32).reshape(-1, 2))
+        assert p.src_imsize == (row.src_width, row.src_height)
+
+
+def test_select_is_deterministic(dataset_build: dict, tmp_path: Path) -> None:
+    plan = dataset_build["plan"]
+    out = tmp_path / "again"
+    shutil.copytree(plan.out_dir, out, ignore=shutil.ignore_patterns("select", "export"))
+    again = plan_build(load_config(dataset_build["profile"], DATASET), "tiny", out, stages=["select"])
+    run_build_locally(again, log=lambda m: None, progress=False)
+    cols = ["src_id", "trg_id", "keep", "reason", "split", "src_kps", "trg_kps"]
+    a = read_manifest(plan.stage_dir("select")).to_pandas()[cols]
+    b = read_manifest(again.stage_dir("select")).to_pandas()[cols]
+    assert json.dumps(a.to_dict("records"), default=str) == json.dumps(b.to_dict("records"), default=str)
