@@ -18,6 +18,7 @@ import yaml
 from conftest import jpeg_bytes, write_list
 from test_build import TINY_TRAIN
 
+from sc_imagenet.dataset.scimagenet import read_release
 from sc_imagenet.io.manifest import list_shards, read_manifest, read_stage_record
 from sc_imagenet.orchestration.local import LocalPrefect, free_port
 from sc_imagenet.paths import REPO_ROOT
@@ -47,14 +48,21 @@ def test_demo_deployment_then_rerun_skips(prefect: LocalPrefect, tmp_path: Path)
     out = builds / "demo"  # the deployment's default output folder
 
     # the real demo deployment, with a generator small enough for the test suite's time budget
-    params = {"overrides": json.dumps({"train": {**TINY_TRAIN, "eval_pairs": 6}})}
+    # (its 8×8 grid has few candidates per pair: a few keypoints per pair, a lenient point threshold)
+    params = {"overrides": json.dumps({"train": {**TINY_TRAIN, "eval_pairs": 6}, "consistency": {"loops": 20},
+                                       "select": {"keypoints": 4, "point_threshold": 0.5}})}
     first = prefect.run_deployment("demo", params=params, capture=True, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "Completed" in first.stdout
     status = _status(out, env)
-    for stage in ("categories", "index", "detect", "single_instance", "train"):
-        assert status[stage]["state"] == "complete" and status[stage]["rows"] > 0
+    for stage in ("categories", "index", "detect", "single_instance", "train", "label", "consistency", "select",
+                  "export"):
+        assert status[stage]["state"] == "complete" and status[stage]["rows"] > 0, stage
         assert Path(status[stage]["path"]).is_dir()
+    export = read_stage_record(out / "manifests" / "export")
+    release = Path(export.extra["release"])
+    assert release == out / "export" / "SC-ImageNet" and (release / "Layout" / "large" / "trn.txt").is_file()
+    assert len(read_release(release, "trn")) + len(read_release(release, "val")) == export.rows
     cats = read_manifest(out / "manifests" / "categories").to_pandas()
     assert cats.keep.sum() >= 6 and set(cats[~cats.keep].reason) == {"scene", "texture"}
     index = read_manifest(out / "manifests" / "index").to_pandas()
@@ -70,6 +78,7 @@ def test_demo_deployment_then_rerun_skips(prefect: LocalPrefect, tmp_path: Path)
     text = subprocess.run([BIN / "sc-imagenet", "status", "--out", str(out)], env=env, capture_output=True,
                           text=True, check=True).stdout
     assert "train: PCK@0.05/0.1 generator" in text and "MNN baseline" in text
+    assert "select: strict PCK@0.1" in text and "export: SC-ImageNet release at" in text
     single = read_manifest(out / "manifests" / "single_instance").to_pandas()
     assert len(single) == len(index) and 0.6 < single.keep.mean() < 0.95
     assert single[single.keep].mask_poly.map(len).min() >= 6  # kept images carry their instance mask

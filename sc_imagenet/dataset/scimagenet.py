@@ -43,7 +43,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from sc_imagenet.io.atomic import atomic_path, atomic_write_text, fsync_dir
+from sc_imagenet.io.atomic import fsync_dir
 
 LAYOUT_DIR = "Layout/large"
 IMAGE_DIR = "JPEGImages"
@@ -264,7 +264,7 @@ def _image_size(path: Path) -> tuple[int, int]:
 
 class _Images:
     """Puts source files into JPEGImages/ by hard link (falling back to a copy where the file system
-    refuses: another device, no link support), symlink (absolute target) or copy (atomic)."""
+    refuses: another device, no link support), symlink (absolute target) or copy."""
 
     FALLBACK: ClassVar[frozenset[int]] = frozenset(
         {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES})
@@ -291,15 +291,18 @@ class _Images:
                 if exc.errno not in self.FALLBACK:
                     raise
                 self.links_work = False  # the same file systems for every image: stop trying
-        with atomic_path(dst) as tmp:
-            shutil.copyfile(src, tmp)
+        shutil.copyfile(src, dst)  # inside the release's temp tree: synced once before the swap
         self.counts["copy"] += 1
         self.bytes_copied += dst.stat().st_size
 
 
 def _text_bytes(path: Path, text: str) -> int:
-    atomic_write_text(path, text)
-    return len(text.encode("utf-8"))
+    """A file of the release's temp tree. No per-file fsync: the tree becomes visible only by the rename
+    in `_swap`, after one `os.sync()` (at 800 k pairs, a sync per file would cost minutes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode("utf-8")
+    path.write_bytes(data)
+    return len(data)
 
 
 def _clean_stale(parent: Path, name: str) -> None:
@@ -362,6 +365,7 @@ def write_release(
 
 
 def _swap(tmp: Path, root: Path) -> None:
+    os.sync()  # every file of the temp tree on disk before the tree becomes the release
     old = root.parent / f".{root.name}.old-{os.getpid()}"
     if root.exists():
         os.replace(root, old)
