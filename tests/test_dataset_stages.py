@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_label import build_project
+from test_label import build_profile, build_project
 
 from sc_imagenet.build import plan_build, run_build_locally, stage_states
 from sc_imagenet.config import load_config
@@ -103,3 +103,53 @@ def test_select_is_deterministic(dataset_build: dict, tmp_path: Path) -> None:
     a = read_manifest(plan.stage_dir("select")).to_pandas()[cols]
     b = read_manifest(again.stage_dir("select")).to_pandas()[cols]
     assert json.dumps(a.to_dict("records"), default=str) == json.dumps(b.to_dict("records"), default=str)
+
+
+@pytest.mark.slow
+def test_build_killed_during_label_resumes_without_redoing_shards(tmp_path: Path) -> None:
+    """SIGKILL while `label` writes its category shards, rerun: finished shards are kept, the stage
+    completes, and the later stages run on."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from sc_imagenet.io.manifest import list_shards
+
+    profile = tmp_path / "p.yaml"
+    profile.write_text(Path(build_profile(tmp_path / "p")).read_text())
+    doc = yaml.safe_load(profile.read_text())
+    # more categories and a slower pair head than the module build: time to kill between shards
+    doc["data"]["synthetic"]["n_object_categories"] = 6
+    doc["data"]["root"] = str(tmp_path / "data6")
+    doc["label"] = {**DATASET["label"], "batch_pairs": 1}
+    profile.write_text(yaml.safe_dump({**doc, **{k: v for k, v in DATASET.items() if k != "label"}}))
+    out = tmp_path / "out"
+    cmd = [str(Path(sys.executable).parent / "sc-imagenet"), "build", "--config", str(profile), "--out", str(out),
+           "--no-prefect"]
+    first = subprocess.run([*cmd, "--stages", "categories,index,detect,single_instance,train"],
+                           capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-3000:]
+    label_dir = out / "manifests" / "label"
+    proc = subprocess.Popen([*cmd, "--stages", "label"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not list_shards(label_dir):
+        assert proc.poll() is None, "label ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = {p: p.stat().st_mtime_ns for p in list_shards(label_dir)}
+    assert read_stage_record(label_dir) is None and 1 <= len(done) < 6
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    record = read_stage_record(label_dir)
+    assert record.extra["shards_skipped"] == len(done)
+    for path, mtime in done.items():
+        assert path.stat().st_mtime_ns == mtime
+    assert len(list_shards(label_dir)) == 6 and not list(label_dir.rglob(".*.tmp"))
+    assert all(s["state"] == "complete" for s in stage_states(out))

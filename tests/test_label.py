@@ -33,8 +33,8 @@ TINY_TRAIN = {"backbone": "dense-sift", "input_size": 64, "region_input_size": 3
 LABEL = {"group_size": 4, "candidates": 8, "batch_images": 2, "batch_pairs": 5}
 
 
-def build_project(tmp: Path) -> dict:
-    """A synthetic build through `train` (3 categories of 8 images; ~6 kept each)."""
+def build_profile(tmp: Path) -> Path:
+    """The profile of `build_project` (written, nothing built)."""
     tmp.mkdir(parents=True, exist_ok=True)
     profile = tmp / "p.yaml"
     profile.write_text(yaml.safe_dump({
@@ -44,6 +44,12 @@ def build_project(tmp: Path) -> dict:
         "categories": {"list": None}, "index": {"workers": 1},
         "detect": {"weights": "demo-yolo-seg", "imgsz": 320}, "single_instance": {"threshold": 0.5},
         "train": TINY_TRAIN, "label": LABEL}))
+    return profile
+
+
+def build_project(tmp: Path) -> dict:
+    """A synthetic build through `train` (3 categories of 8 images; ~6 kept each)."""
+    profile = build_profile(tmp)
     project = {"profile": str(profile), "out": tmp / "out", "data": tmp / "data"}
     plan = plan_build(load_config(str(profile)), "tiny", project["out"], stages=["categories", "index", "detect",
                                                                                    "single_instance", "train"])
