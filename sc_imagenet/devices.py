@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 
@@ -14,3 +17,16 @@ def resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r} requested but CUDA is not available on this machine")
     return device
+
+
+@contextmanager
+def torch_threads_kept() -> Iterator[None]:
+    """Run a block that may change torch's global CPU thread count (ultralytics' predictor drops it to 1)
+    and put it back afterwards, so later stages in the same process run as fast as in a fresh one
+    (measured: `label` 0.023 s per edge on 2 threads, 0.035 s after a detector had run)."""
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)

@@ -118,7 +118,11 @@ def test_demo_detector_finds_the_synthetic_objects(synth: Path) -> None:
     from sc_imagenet.io.images import load_rgb
 
     images = [load_rgb(synth / p) for p in singles.rel_path]
+    import torch
+
+    threads = torch.get_num_threads()
     results = det.detect(images)
+    assert torch.get_num_threads() == threads  # ultralytics drops it to 1; later stages would run slower
     names = {c.wnid: c.name for c in __import__("sc_imagenet.synth", fromlist=["x"]).DEMO_CATEGORIES}
     ious, right_class = [], []
     for row, img, dets in zip(singles.itertuples(), images, results, strict=True):

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from sc_imagenet.detect.types import ImageDetections
-from sc_imagenet.devices import resolve_device
+from sc_imagenet.devices import resolve_device, torch_threads_kept
 from sc_imagenet.registry import Registry
 
 
@@ -51,7 +51,8 @@ class UltralyticsDetector(Detector):
                  conf_floor: float = 0.05, iou: float = 0.6, max_det: int = 50) -> None:
         from sc_imagenet.detect.offline import load_yolo
 
-        self.model = load_yolo(weights)
+        with torch_threads_kept():
+            self.model = load_yolo(weights)
         self.device = resolve_device(device)
         self.half = self.device.startswith("cuda") if half == "auto" else bool(half)
         # ultralytics ≥ 8.4 spells fp16 inference `quantize=16` (its old `half` flag is deprecated)
@@ -66,8 +67,9 @@ class UltralyticsDetector(Detector):
             return []
         # ultralytics takes numpy arrays as BGR (OpenCV order)
         bgr = [np.ascontiguousarray(img[..., ::-1]) for img in images]
-        results = self.model.predict(bgr, **self.kwargs)
-        return [self._convert(r) for r in results]
+        with torch_threads_kept():
+            results = self.model.predict(bgr, **self.kwargs)
+            return [self._convert(r) for r in results]
 
     def _convert(self, r: Any) -> ImageDetections:
         conf = r.boxes.conf.float().cpu().numpy().astype(np.float32)
