@@ -103,3 +103,25 @@ def write_list(path: Path, rows: list[tuple[str, str, int, str, str]]) -> Path:
         w.writerow(["wnid", "lemma", "keep", "reason", "note"])
         w.writerows(rows)
     return path
+
+
+def kill_after_first_shard(cmd: list[str], stage_dir: Path, env: dict[str, str] | None = None,
+                           timeout: float = 300) -> dict[Path, int]:
+    """Start a build, SIGKILL its process group as soon as `stage_dir` holds a finished shard, and
+    return the finished shards with their mtimes (the build must still be running by then)."""
+    import signal
+    import subprocess
+    import time
+
+    from sc_imagenet.io.manifest import list_shards
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while not list_shards(stage_dir):
+        assert proc.poll() is None, "the build ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return {p: p.stat().st_mtime_ns for p in list_shards(stage_dir)}

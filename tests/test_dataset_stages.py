@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import kill_after_first_shard
 from test_label import build_profile, build_project
 
 from sc_imagenet.build import plan_build, run_build_locally, stage_states
@@ -109,11 +110,8 @@ def test_select_is_deterministic(dataset_build: dict, tmp_path: Path) -> None:
 def test_build_killed_during_label_resumes_without_redoing_shards(tmp_path: Path) -> None:
     """SIGKILL while `label` writes its category shards, rerun: finished shards are kept, the stage
     completes, and the later stages run on."""
-    import os
-    import signal
     import subprocess
     import sys
-    import time
 
     import yaml
 
@@ -134,16 +132,7 @@ def test_build_killed_during_label_resumes_without_redoing_shards(tmp_path: Path
                            capture_output=True, text=True)
     assert first.returncode == 0, first.stderr[-3000:]
     label_dir = out / "manifests" / "label"
-    proc = subprocess.Popen([*cmd, "--stages", "label"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.monotonic() + 300
-    while not list_shards(label_dir):
-        assert proc.poll() is None, "label ended before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.002)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done = {p: p.stat().st_mtime_ns for p in list_shards(label_dir)}
+    done = kill_after_first_shard([*cmd, "--stages", "label"], label_dir)
     assert read_stage_record(label_dir) is None and 1 <= len(done) < 6
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]

@@ -5,17 +5,14 @@ rerun that skips everything, and a build killed mid-`index` that resumes without
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from conftest import jpeg_bytes, write_list
+from conftest import jpeg_bytes, kill_after_first_shard, write_list
 from test_build import TINY_TRAIN
 
 from sc_imagenet.dataset.scimagenet import read_release
@@ -115,16 +112,7 @@ def test_killed_index_resumes_without_redoing_shards(prefect: LocalPrefect, tmp_
            "--stages", "categories,index"]
     env = prefect.env()
     index_dir = out / "manifests" / "index"
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.monotonic() + 300
-    while not list_shards(index_dir):
-        assert proc.poll() is None, "the build ended before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done_before = {p: p.stat().st_mtime_ns for p in list_shards(index_dir)}
+    done_before = kill_after_first_shard(cmd, index_dir, env)
     assert 1 <= len(done_before) < len(wnids)
     assert read_stage_record(index_dir) is None  # not complete
     assert read_stage_record(out / "manifests" / "categories") is not None
