@@ -83,10 +83,11 @@ def upstream_of(names: list[str]) -> set[str]:
     return need
 
 
-def compute_fingerprints(cfg: BuildConfig, data_root: Path, required: set[str] | None = None) -> dict[str, str | None]:
+def compute_fingerprints(cfg: BuildConfig, data_root: Path, required: set[str] | None = None,
+                         reasons: dict[str, str] | None = None) -> dict[str, str | None]:
     """Fingerprint of every stage. A stage whose settings cannot be resolved (e.g. detector weights
     that are not on this machine) raises ConfigError if it is `required` (default: all) and gets
-    None otherwise, and so does everything downstream of it."""
+    None otherwise, and so does everything downstream of it; `reasons` (if given) collects why."""
     fps: dict[str, str | None] = {}
     for name in pipeline_order():
         stage = STAGES[name]
@@ -95,10 +96,12 @@ def compute_fingerprints(cfg: BuildConfig, data_root: Path, required: set[str] |
             if any(v is None for v in inputs.values()):
                 raise ConfigError(f"an input of stage {name!r} cannot be resolved")
             payload = stage.fingerprint_payload(cfg, data_root)
-        except ConfigError:
+        except ConfigError as exc:
             if required is None or name in required:
                 raise
             fps[name] = None
+            if reasons is not None:
+                reasons[name] = str(exc)
             continue
         fps[name] = fingerprint({"stage": name, "schema_version": stage.schema_version, "config": payload,
                                  "inputs": inputs})
@@ -203,29 +206,37 @@ def execute_stage(
 
 
 def stage_states(out_dir: Path, cfg: BuildConfig | None = None) -> list[dict[str, Any]]:
-    """Per stage: complete / stale / partial / missing, with rows, rows per status, path, fingerprint.
+    """Per stage: complete / stale / unknown / partial / missing, with rows, rows per status, path,
+    fingerprint.
 
     `stale` = a record exists but no longer matches the config saved with the build (or the code's
     schema version), e.g. an upstream stage was rebuilt with other settings after this one finished.
+    `unknown` = a record exists but the expected fingerprint cannot be computed where `status` runs
+    (e.g. detector weights missing on this machine); `reason` says why.
     """
     from sc_imagenet.config import read_resolved_config
 
     out = Path(out_dir).resolve()
     cfg = cfg or read_resolved_config(out)
-    expected: dict[str, str] = {}
+    expected: dict[str, str | None] = {}
+    reasons: dict[str, str] = {}
     if cfg is not None:
         try:
-            expected = compute_fingerprints(cfg, resolve_data_root(cfg, out), required=set())
-        except ConfigError:
-            expected = {}
+            expected = compute_fingerprints(cfg, resolve_data_root(cfg, out), required=set(), reasons=reasons)
+        except ConfigError as exc:
+            expected, reasons = {}, dict.fromkeys(pipeline_order(), str(exc))
     rows = []
     for name in pipeline_order():
         sdir = stage_dir(out, name)
         record = read_stage_record(sdir)
         shards = list_shards(sdir)
-        if record is not None:
-            current = expected.get(name) is None or record.fingerprint == expected[name]
-            state = "complete" if current else "stale"
+        reason = None
+        if record is not None and expected.get(name) is None:
+            state = "unknown"
+            reason = reasons.get(name) or ("an upstream stage's fingerprint cannot be computed" if cfg is not None
+                                           else "no config.resolved.yaml in the build folder")
+        elif record is not None:
+            state = "complete" if record.fingerprint == expected[name] else "stale"
         else:
             state = "partial" if shards else "missing"
         rows.append({
@@ -238,6 +249,7 @@ def stage_states(out_dir: Path, cfg: BuildConfig | None = None) -> list[dict[str
             "fingerprint": record.fingerprint if record else None,
             "expected_fingerprint": expected.get(name),
             "wall_s": record.wall_s if record else None,
+            "reason": reason,
         })
     return rows
 

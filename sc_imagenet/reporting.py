@@ -53,6 +53,11 @@ def print_status(out_dir: Path) -> None:
     build, `make demo`)."""
     print(f"\nsc-imagenet build at {out_dir}")
     print(text_table(build_summary_rows(out_dir)))
+    from sc_imagenet.build import stage_states
+
+    for state in stage_states(out_dir):
+        if state["state"] == "unknown":
+            print(f"{state['stage']}: state unknown here: {state['reason']}")
     for line in quality_lines(out_dir):
         print(line)
     print(f"resolved config: {out_dir / 'config.resolved.yaml'}")

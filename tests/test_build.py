@@ -134,3 +134,15 @@ def test_bad_plans_fail_before_work(project: dict, tmp_path: Path) -> None:
     cfg = load_config("imagenet")
     with pytest.raises(ConfigError, match=r"data\.root: required"):
         plan_build(cfg, "imagenet", tmp_path / "o")
+
+
+def test_status_is_unknown_when_a_fingerprint_cannot_be_computed(project: dict, tmp_path: Path) -> None:
+    """A record whose expected fingerprint cannot be computed where `status` runs (here: the category
+    list it was built from is gone) is `unknown` with the reason, never `complete`."""
+    plan, _ = _build(project, stages=["categories", "index"])
+    cfg = load_config(project["profile"])
+    Path(cfg.categories.list).unlink()
+    states = {s["stage"]: s for s in stage_states(plan.out_dir)}
+    assert states["categories"]["state"] == "unknown" and "file not found" in states["categories"]["reason"]
+    assert states["index"]["state"] == "unknown" and "cannot be resolved" in states["index"]["reason"]
+    assert states["detect"]["state"] == "missing" and states["detect"]["reason"] is None
