@@ -71,3 +71,18 @@ def test_checkpoint_save_error_leaves_no_temp(tmp_path: Path) -> None:
     with pytest.raises(Exception):  # noqa: B017 - whatever torch raises for an unpicklable payload
         save_checkpoint(tmp_path, 1, {"f": lambda: 0})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_corrupt_checkpoints_are_reported_not_silently_skipped(tmp_path: Path) -> None:
+    from sc_imagenet.io.checkpoints import CheckpointError, latest_checkpoint
+
+    good = save_checkpoint(tmp_path, 1, {"step": 1})
+    bad = save_checkpoint(tmp_path, 2, {"step": 2})
+    bad.write_bytes(bad.read_bytes()[:40])  # truncated, as after a crash mid-copy
+    with pytest.raises(CheckpointError, match=r"step-00000002\.pt cannot be read"):
+        load_checkpoint(bad)
+    skipped: list[tuple[Path, str]] = []
+    assert latest_checkpoint(tmp_path, on_skip=lambda p, why: skipped.append((p, why))) == good
+    assert [p for p, _ in skipped] == [bad] and "cannot be read" in skipped[0][1]
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")

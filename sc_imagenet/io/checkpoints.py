@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,16 +67,29 @@ def list_checkpoints(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if CKPT_RE.match(p.name))
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read (truncated, corrupt, or holding more than tensors and plain values)."""
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """`torch.load(..., weights_only=True)`; a file that does not load raises `CheckpointError` naming it."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, zipfile errors, ...
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from exc
 
 
-def latest_checkpoint(directory: Path) -> Path | None:
-    """The newest readable checkpoint (a torn file from a crash is skipped)."""
+def latest_checkpoint(directory: Path, on_skip: Callable[[Path, str], None] | None = None) -> Path | None:
+    """The newest readable checkpoint. A file that does not load (a torn write from a crash, a corrupt
+    disk) is reported through `on_skip(path, reason)` and the next older one is tried."""
     for path in reversed(list_checkpoints(directory)):
         try:
             load_checkpoint(path)
-        except Exception:
+        except CheckpointError as exc:
+            if on_skip is not None:
+                on_skip(path, str(exc))
             continue
         return path
     return None

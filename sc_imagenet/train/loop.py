@@ -138,7 +138,7 @@ def train_generator(cfg: TrainConfig, seed: int, data: TrainData, ckpt_dir: Path
         raise ValueError(f"not enough images for one batch of {cfg.batch_size} same-category pairs")
     total = cfg.epochs * per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * per_epoch)
     step, rows, resumed = 0, [], None
-    last = latest_checkpoint(ckpt_dir)
+    last = latest_checkpoint(ckpt_dir, on_skip=lambda path, why: log(f"[train] warning: {why}; trying an older one"))
     if last is not None:
         state = load_checkpoint(last, map_location=device)
         model.load_state_dict(state["model"])
