@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip uninstall --quiet --yes opencv-python opencv-python-headless opencv-contrib-python || true
 	$(BIN)/pip install --quiet --force-reinstall --no-deps "opencv-contrib-python-headless==$$($(BIN)/pip show opencv-contrib-python-headless | sed -n 's/^Version: //p')"
 	$(BIN)/python -c "import cv2; assert hasattr(cv2, 'saliency'), 'cv2 lacks the contrib modules'"
+	# the report's browser test drives Debian's chromium through Playwright (never `playwright install`)
+	command -v chromium >/dev/null || { command -v apt-get >/dev/null || { echo "error: the tests need the chromium browser and apt-get is not available: install chromium (Debian/Ubuntu package 'chromium') yourself" >&2; exit 1; }; apt-get update -qq && apt-get install -y -qq chromium; }
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -23,6 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from sc_imagenet.build import BuildPlan, ensure_data, execute_stage, plan_build
 from sc_imagenet.config import load_config, write_resolved_config
 from sc_imagenet.io.locks import BuildLock
+from sc_imagenet.io.manifest import read_stage_record
 from sc_imagenet.paths import default_builds_dir
 from sc_imagenet.reporting import build_summary_rows, markdown_table, quality_lines
 from sc_imagenet.stages import STAGES
@@ -108,8 +109,27 @@ def build_sc_imagenet(
     rows = build_summary_rows(plan.out_dir)
     summary = "\n\n".join([markdown_table(rows), *quality_lines(plan.out_dir)])
     create_markdown_artifact(key="build-summary", markdown=summary, description=f"sc-imagenet build at {plan.out_dir}")
-    logger.info("build finished:\n" + summary)
+    page = publish_report_link(plan)
+    logger.info("build finished:\n" + summary + (f"\n\nreport: {page}" if page else ""))
     return results
+
+
+def publish_report_link(plan: BuildPlan) -> str | None:
+    """A markdown artifact linking the `report` stage's page (a file:// link: the page opens from disk)."""
+    if "report" not in plan.stages:
+        return None
+    record = read_stage_record(plan.stage_dir("report"))
+    page = (record.extra or {}).get("page") if record is not None else None
+    if not page:
+        return None
+    uri = Path(page).as_uri()
+    create_markdown_artifact(
+        key="build-report",
+        markdown=f"## SC-ImageNet build report\n\n[{page}]({uri})\n\nOpen it in a browser on a machine that sees "
+        f"the build folder (`sc-imagenet report --out {plan.out_dir}` regenerates it).",
+        description=f"build report of {plan.out_dir}",
+    )
+    return page
 
 
 def deployments() -> list:

@@ -78,6 +78,40 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from sc_imagenet.evaluate.benchmarks.command import run
+
+    return run(args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Regenerate the build report from whatever the build folder holds (partial builds included)."""
+    from sc_imagenet.build import artifact_dir, resolve_data_root, stage_states
+    from sc_imagenet.config import BuildConfig, read_resolved_config
+    from sc_imagenet.stages.report import write_build_report
+
+    out = Path(args.out).resolve()
+    if not out.is_dir():
+        raise ConfigError(f"--out {out} does not exist")
+    cfg = read_resolved_config(out) or BuildConfig()
+    if args.data_root:
+        cfg.data.root = Path(args.data_root).expanduser().resolve()
+    states = {s["stage"]: s["state"] for s in stage_states(out, cfg)}
+    dest = Path(args.dest).resolve() if args.dest else artifact_dir(out, "report")
+    try:
+        data_root = resolve_data_root(cfg, out)
+    except ConfigError:  # a folder build without a saved config: no images to draw anyway
+        data_root = out
+    page, files = write_build_report(out, cfg, data_root, dest, states)
+    size = sum(f.bytes for f in files)
+    print(f"report: {page} ({size / 1e6:.2f} MB in {len(files)} files; open {page.as_uri()})")
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(page.as_uri())
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from flows.build_sc_imagenet import serve_deployments
 
@@ -121,6 +155,31 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--images-per-category", type=int)
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("eval", help="PCK of evaluation methods on PF-WILLOW, PF-PASCAL, SPair-71k or synthetic data")
+    p.add_argument("--benchmark", required=True, help="pf-willow, pf-pascal, spair or synthetic")
+    p.add_argument("--root", required=True, type=Path, help="the benchmark folder as downloaded (nothing is fetched)")
+    p.add_argument("--method", nargs="+", default=["nn"], help="registered method(s): nn, mnn, nn-rhm, generator, ...")
+    p.add_argument("--checkpoint", type=Path, help="trained generator (<out>/artifacts/train/generator.pt); "
+                   "its backbone and input size become the default for every method")
+    p.add_argument("--backbone", help="backbone registry name (default: the generator's, else dense-sift)")
+    p.add_argument("--input-size", type=int, help="backbone input side (default: the generator's, else the backbone's)")
+    p.add_argument("--backbone-checkpoint", type=Path, help="backbone weights (ViT backbones)")
+    p.add_argument("--split", help="split to score (default test; pf-pascal and spair also have val and trn)")
+    p.add_argument("--limit", type=int, help="only the first N pairs (synthetic: N sampled pairs, default 100)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed, and the synthetic pair sample's")
+    p.add_argument("--alphas", type=float, nargs="+", default=[0.05, 0.1, 0.15], help="PCK thresholds α")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--predictions", type=Path, help="write one row per keypoint here (Parquet)")
+    p.add_argument("--json", type=Path, help="write the summary (every figure, skipped pairs) here")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("report", help="write the build report (HTML) for a build folder, complete or not")
+    p.add_argument("--out", required=True, help="the build folder")
+    p.add_argument("--data-root", help="where the build's images are (default: from its config.resolved.yaml)")
+    p.add_argument("--dest", help="folder for index.html and its images (default <out>/artifacts/report)")
+    p.add_argument("--open", action="store_true", help="open the page in the default browser")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("serve", help="serve the `demo` and `imagenet` deployments (needs PREFECT_API_URL)")
     p.set_defaults(func=cmd_serve)

@@ -214,6 +214,22 @@ class ExportConfig(StrictModel):
     )
 
 
+class ReportConfig(StrictModel):
+    """The build report: one HTML page with the funnel, pair galleries and plots (`docs/report.md`)."""
+
+    categories: int = Field(4, ge=0, le=100, description="Categories in the pair gallery (spread over the "
+                            "categories that have pseudo-labelled pairs, in wnid order).")
+    wnids: list[str] | None = Field(None, description="Show exactly these categories in the pair gallery "
+                                    "(overrides `categories`).")
+    pairs_per_tier: int = Field(2, ge=1, le=20, description="Pairs per category for each of the most "
+                                "consistent, the median and the least consistent tiers.")
+    dropped_per_reason: int = Field(3, ge=0, le=100, description="Images shown per reason the single-instance "
+                                    "step dropped them for.")
+    image_height: int = Field(200, ge=64, le=1024, description="Height of each image in a drawing, in pixels "
+                              "of the page (images are resized down, never up).")
+    jpeg_quality: int = Field(85, ge=30, le=100, description="JPEG quality of the drawings.")
+
+
 class BuildConfig(StrictModel):
     """The whole build. One section per stage; each stage's fingerprint covers only its own section
     (plus the shared fields it declares), so changing one stage's settings never reruns upstream work."""
@@ -229,6 +245,7 @@ class BuildConfig(StrictModel):
     consistency: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
     select: SelectConfig = Field(default_factory=SelectConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
 
 class ConfigError(ValueError):

@@ -45,6 +45,8 @@ def quality_lines(out_dir: Path) -> list[str]:
                 lines.append("select: " + quality_line(extra["quality"]))
         if s["stage"] == "export" and "release" in extra:
             lines.append(f"export: SC-ImageNet release at {extra['release']}")
+        if s["stage"] == "report" and "page" in extra:
+            lines.append(f"report: {extra['page']}")
     return lines
 
 

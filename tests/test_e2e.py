@@ -53,7 +53,7 @@ def test_demo_deployment_then_rerun_skips(prefect: LocalPrefect, tmp_path: Path)
     assert "Completed" in first.stdout
     status = _status(out, env)
     for stage in ("categories", "index", "detect", "single_instance", "train", "label", "consistency", "select",
-                  "export"):
+                  "export", "report"):
         assert status[stage]["state"] == "complete" and status[stage]["rows"] > 0, stage
         assert Path(status[stage]["path"]).is_dir()
     export = read_stage_record(out / "manifests" / "export")
@@ -76,6 +76,8 @@ def test_demo_deployment_then_rerun_skips(prefect: LocalPrefect, tmp_path: Path)
                           text=True, check=True).stdout
     assert "train: PCK@0.05/0.1 generator" in text and "MNN baseline" in text
     assert "select: strict PCK@0.1" in text and "export: SC-ImageNet release at" in text
+    page = Path(read_stage_record(out / "manifests" / "report").extra["page"])
+    assert page == out / "artifacts" / "report" / "index.html" and page.is_file() and f"report: {page}" in text
     single = read_manifest(out / "manifests" / "single_instance").to_pandas()
     assert len(single) == len(index) and 0.6 < single.keep.mean() < 0.95
     assert single[single.keep].mask_poly.map(len).min() >= 6  # kept images carry their instance mask

@@ -51,7 +51,7 @@ ROOT = "sc_imagenet"
 WIRING = {"cli", "flows", "orchestration", "reporting"}
 BUILD = {"build"}
 STAGES = {"stages"}
-DOMAIN = {"matching", "detect", "foreground", "synth", "train", "evaluate", "categories", "dataset"}
+DOMAIN = {"matching", "detect", "foreground", "synth", "train", "evaluate", "categories", "dataset", "report"}
 IO = {"io"}
 SHARED = {"config", "paths", "devices", "registry", ""}  # "" = the package root (sc_imagenet/__init__.py)
 

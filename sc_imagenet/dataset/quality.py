@@ -103,6 +103,18 @@ def summarize(truths: Sequence[LabelTruth], alphas: Sequence[float] = ALPHAS, se
     return out
 
 
+def image_true_accuracy(edge_src_ids: Sequence[str], truths: Sequence[LabelTruth], image_ids: Sequence[str],
+                        alpha: float = 0.1) -> np.ndarray:
+    """Per image of `image_ids`: strict PCK@alpha over all candidates of its outgoing edges (`truths`, one
+    per edge, in the order of `edge_src_ids`); NaN for an image without a scored candidate. The "true
+    accuracy" an image's consistency score is compared with (Spearman)."""
+    acc: dict[str, list[np.ndarray]] = {}
+    for s, t in zip(edge_src_ids, truths, strict=True):
+        acc.setdefault(s, []).append(t.error <= alpha)
+    return np.array([np.concatenate(acc[s]).mean() if s in acc and sum(map(len, acc[s])) else np.nan
+                     for s in image_ids])
+
+
 METHOD_IMAGE_SCORES = {"loop3": "image_consistent", "loop2": "image_fb_consistent", "score": "image_match_score"}
 METHOD_POINT_OFFSETS = {"loop3": "point_offset", "loop2": "point_fb_offset"}
 
@@ -158,12 +170,7 @@ def evaluate_dataset(oracle: TruthOracle, edges: pd.DataFrame, images: pd.DataFr
     edge_pos = {(s, t): i for i, (s, t) in enumerate(zip(edges["src_id"], edges["trg_id"], strict=True))}
     kept_top = [top[edge_pos[(r.src_id, r.trg_id)]] for r in kept.itertuples(index=False)]
 
-    # image true accuracy: strict PCK@0.1 over all candidates of its outgoing edges
-    acc: dict[str, list[np.ndarray]] = {}
-    for s, t in zip(edges["src_id"], truths, strict=True):
-        acc.setdefault(s, []).append(t.error <= 0.1)
-    true_acc = np.array([np.concatenate(acc[s]).mean() if s in acc and sum(map(len, acc[s])) else np.nan
-                         for s in images["src_id"]])
+    true_acc = image_true_accuracy(edges["src_id"], truths, images["src_id"])
     out: dict[str, object] = {
         "candidates": summarize(truths, seed=seed),
         "raw_topk": summarize(top, seed=seed),

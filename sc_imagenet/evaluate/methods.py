@@ -26,6 +26,7 @@ from sc_imagenet.matching.geometry import (
     pixels_to_index,
     soft_argmax_3x3,
 )
+from sc_imagenet.matching.pmps import Appearance, greedy_one_to_one, hough_confidence
 
 Method = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 # match(src_rgb, trg_rgb, k) -> (src_xy (K, 2), trg_xy (K, 2), score (K,)), both in original pixels
@@ -122,6 +123,55 @@ def mutual_nn_transfer(backbone: Backbone) -> Method:
         pts = _points(src_points)
         sim, grid = pair_similarity(backbone, src_rgb, trg_rgb)
         s_idx, t_idx = mutual_nn(sim)
+        s_hw, t_hw = _hw(src_rgb), _hw(trg_rgb)
+        s_xy, t_xy = index_to_pixels(s_idx, grid, s_hw), index_to_pixels(t_idx, grid, t_hw)
+        return transfer_by_matches(pts, s_xy, t_xy, s_hw, t_hw, nearest_in=pixels_to_grid(s_xy, grid, s_hw),
+                                   points_in=pixels_to_grid(pts, grid, s_hw))
+
+    return transfer
+
+
+def hough_scores(sim: torch.Tensor, grid: tuple[int, int], L: int = 5, appearance: Appearance = "softmax",
+                 temperature: float = 0.05) -> torch.Tensor:
+    """PMPS's regularized Hough matching (`pmps.hough_confidence`) of a raw `(h*w, h*w)` similarity matrix
+    of two images on the same grid: `(h*w, h*w)` confidence = appearance × smoothed translation votes."""
+    h, w = grid
+    return hough_confidence(sim.reshape(1, h, w, h, w), L=L, appearance=appearance,
+                            temperature=temperature).reshape(h * w, h * w)
+
+
+def hough_flow(backbone: Backbone, L: int = 5, appearance: Appearance = "softmax", temperature: float = 0.05,
+               refine: bool = False, refine_temperature: float = 0.05) -> FlowFn:
+    """The backbone's dense flow under RHM, untrained: every source cell → the target cell of highest
+    Hough confidence (`hough_scores`) instead of highest similarity; with `refine`, the soft-argmax of
+    the raw similarity over that cell's 3×3 neighbourhood (as `nearest_neighbour_flow`)."""
+
+    def flow(src_rgb: np.ndarray, trg_rgb: np.ndarray) -> tuple[tuple[int, int], np.ndarray]:
+        sim, grid = pair_similarity(backbone, src_rgb, trg_rgb)
+        best = hough_scores(sim, grid, L, appearance, temperature).argmax(1)
+        if refine:
+            return grid, grid_to_pixels(soft_argmax_3x3(sim, best, grid, refine_temperature), grid, _hw(trg_rgb))
+        return grid, index_to_pixels(best, grid, _hw(trg_rgb))
+
+    return flow
+
+
+def hough_one_to_one_transfer(backbone: Backbone, L: int = 5, appearance: Appearance = "softmax",
+                              temperature: float = 0.05, keep: float = 0.5) -> Method:
+    """RHM + PMPS's greedy one-to-one step, untrained: the `keep` fraction of source cells with the most
+    confident one-to-one matches (`greedy_one_to_one` on `hough_scores`) are the sparse matches; each
+    point moves by the offset of the match whose source cell is nearest in grid distance (as `mnn`)."""
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep must be in (0, 1], got {keep}")
+
+    def transfer(src_rgb: np.ndarray, trg_rgb: np.ndarray, src_points: np.ndarray) -> np.ndarray:
+        pts = _points(src_points)
+        sim, grid = pair_similarity(backbone, src_rgb, trg_rgb)
+        conf = hough_scores(sim, grid, L, appearance, temperature)
+        k = max(1, round(keep * conf.shape[0]))
+        s_idx, t_idx, _ = greedy_one_to_one(conf[None], k, min_score=0.0)
+        ok = s_idx[0] >= 0
+        s_idx, t_idx = s_idx[0][ok].cpu().numpy(), t_idx[0][ok].cpu().numpy()
         s_hw, t_hw = _hw(src_rgb), _hw(trg_rgb)
         s_xy, t_xy = index_to_pixels(s_idx, grid, s_hw), index_to_pixels(t_idx, grid, t_hw)
         return transfer_by_matches(pts, s_xy, t_xy, s_hw, t_hw, nearest_in=pixels_to_grid(s_xy, grid, s_hw),

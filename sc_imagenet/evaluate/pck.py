@@ -106,3 +106,48 @@ class PCKAccumulator:
             scores = self.per_pair.get(a, [])
             out[prefix + f"pck_per_pair@{a:g}"] = float(np.mean(scores)) if scores else float("nan")
         return out
+
+
+def bootstrap_interval(hits: ArrayLike, counts: ArrayLike, per_pair: bool = False, n_boot: int = 1000,
+                       seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Bootstrap interval of a PCK, resampling PAIRS (keypoints of one pair are not independent).
+
+    hits, counts: (P,) correct and scored keypoints of each pair. `per_pair=False` gives the interval of
+    the pooled per-keypoint PCK (Σ hits / Σ counts), `per_pair=True` that of the mean of the pairs' own
+    PCKs (pairs with no scored keypoint are left out). NaN bounds when there is nothing to resample."""
+    h = np.asarray(hits, np.float64).reshape(-1)
+    c = np.asarray(counts, np.float64).reshape(-1)
+    if h.shape != c.shape:
+        raise ValueError(f"hits {h.shape} and counts {c.shape} differ")
+    keep = c > 0
+    h, c = h[keep], c[keep]
+    if not len(h):
+        return float("nan"), float("nan")
+    idx = np.random.default_rng([seed, 0xB007]).integers(0, len(h), size=(n_boot, len(h)))
+    stats = (h / c)[idx].mean(axis=1) if per_pair else h[idx].sum(axis=1) / c[idx].sum(axis=1)
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(stats, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def pck_from_distances(distances: Sequence[np.ndarray], thresholds: Sequence[float],
+                       alphas: Sequence[float] = DEFAULT_ALPHAS, n_boot: int = 1000,
+                       seed: int = 0) -> dict[str, object]:
+    """PCK of many pairs from each pair's keypoint distances `‖pred − true‖₂` ((N_p,) per pair, NaN or inf
+    = wrong) and its threshold length (a point is correct iff distance ≤ α · threshold, as `correct_mask`):
+    `pck@α` (per keypoint, pooled), `pck_per_pair@α` (mean over pairs with at least one keypoint) and their
+    bootstrap 95 % intervals `pck@α_ci95`, `pck_per_pair@α_ci95` = [lo, hi] (`bootstrap_interval`)."""
+    if len(distances) != len(thresholds):
+        raise ValueError(f"{len(distances)} distance arrays for {len(thresholds)} thresholds")
+    dists = [np.nan_to_num(np.asarray(d, np.float64).reshape(-1), nan=np.inf) for d in distances]
+    counts = np.array([len(d) for d in dists], np.float64)
+    total, scored = counts.sum(), counts > 0
+    out: dict[str, object] = {}
+    for a in alphas:
+        hits = np.array([np.count_nonzero(d <= a * float(t)) for d, t in zip(dists, thresholds, strict=True)],
+                        np.float64)
+        out[_key(a)] = float(hits.sum() / total) if total else float("nan")
+        out[f"pck_per_pair@{a:g}"] = float(np.mean(hits[scored] / counts[scored])) if scored.any() else float("nan")
+        out[f"{_key(a)}_ci95"] = list(bootstrap_interval(hits, counts, False, n_boot, seed))
+        out[f"pck_per_pair@{a:g}_ci95"] = list(bootstrap_interval(hits, counts, True, n_boot, seed))
+    return out

@@ -17,6 +17,8 @@ from typing import Any
 from sc_imagenet.evaluate.methods import (
     Method,
     from_flow,
+    hough_flow,
+    hough_one_to_one_transfer,
     identity_transfer,
     mutual_nn_transfer,
     nearest_neighbour_flow,
@@ -65,3 +67,13 @@ register_method("nn-refine-disp", lambda ctx: from_flow(nearest_neighbour_flow(c
                                                         mode="displacement"))
 register_method("mnn", lambda ctx: mutual_nn_transfer(ctx.backbone()))
 register_method("identity", lambda ctx: identity_transfer)
+
+# PMPS's regularized Hough matching on the raw backbone volume, no training (docs/evaluate.md, "nn-rhm"):
+# softmax appearance at T 0.01 and L 9, chosen on a validation seed (PMPS's own L 5 / T 0.05 cost 3
+# points of PCK@0.1 there). Each is the RHM counterpart of the baseline it names.
+RHM_L, RHM_TEMPERATURE, RHM_KEEP = 9, 0.01, 0.5
+register_method("nn-rhm", lambda ctx: from_flow(hough_flow(ctx.backbone(), RHM_L, "softmax", RHM_TEMPERATURE)))
+register_method("nn-rhm-refine-disp", lambda ctx: from_flow(
+    hough_flow(ctx.backbone(), RHM_L, "softmax", RHM_TEMPERATURE, refine=True), mode="displacement"))
+register_method("nn-rhm-1to1", lambda ctx: hough_one_to_one_transfer(ctx.backbone(), RHM_L, "softmax",
+                                                                     RHM_TEMPERATURE, RHM_KEEP))

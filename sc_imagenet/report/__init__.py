@@ -1,0 +1,25 @@
+"""The build report: one static HTML page (funnel, stage table, pair galleries, dropped images,
+plots, config) that opens from disk in any browser.
+
+Pure rendering: `ReportData` (tables and arrays, gathered from a build folder by
+`sc_imagenet.stages.report.gather_report`) in, `index.html` and its images out (`write_report`).
+"""
+
+from sc_imagenet.report.model import (
+    FUNNEL,
+    FUNNEL_KEYS,
+    SECTION_NEEDS,
+    USABLE_STATES,
+    CategoryGallery,
+    Detection,
+    DroppedView,
+    PairView,
+    ReportData,
+    StageView,
+    TruthData,
+)
+from sc_imagenet.report.write import ASSETS, PAGE, ReportFile, write_report
+
+__all__ = ["ASSETS", "FUNNEL", "FUNNEL_KEYS", "PAGE", "SECTION_NEEDS", "USABLE_STATES", "CategoryGallery",
+           "Detection", "DroppedView", "PairView", "ReportData", "ReportFile", "StageView", "TruthData",
+           "write_report"]
