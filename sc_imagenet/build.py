@@ -7,6 +7,7 @@ that stage's fingerprint and, through the chain, every downstream one — never 
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from sc_imagenet.io.manifest import (
     STAGE_RECORD,
     StageRecord,
     Timer,
+    content_hash,
     fingerprint,
     list_shards,
     read_stage_record,
@@ -25,10 +27,33 @@ from sc_imagenet.io.manifest import (
     write_stage_record,
 )
 from sc_imagenet.stages import STAGES, StageContext, downstream_of, pipeline_order
+from sc_imagenet.stages.schema import volatile_columns
 
 
 class StageInputError(RuntimeError):
     """A stage was asked to run before its inputs are complete for the current config."""
+
+
+FAIL_ONCE_ENV = "SC_IMAGENET_FAIL_ONCE"
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by the `SC_IMAGENET_FAIL_ONCE` test hook."""
+
+
+def _fail_once(plan: BuildPlan, name: str) -> None:
+    """Test hook (tests/test_e2e_postgres.py, retrying a failed flow run): with
+    `SC_IMAGENET_FAIL_ONCE=<stage>[,<stage>...]` in the environment, a listed stage fails the first time it
+    is about to run in an output folder, leaving the marker `<out>/.fail-once-<stage>`; once the marker
+    exists the stage runs normally. Never set it outside tests."""
+    if name not in os.environ.get(FAIL_ONCE_ENV, "").split(","):
+        return
+    marker = plan.out_dir / f".fail-once-{name}"
+    if marker.exists():
+        return
+    marker.touch()
+    raise InjectedFailure(f"[{name}] failing once on purpose ({FAIL_ONCE_ENV}={os.environ[FAIL_ONCE_ENV]}); "
+                          f"delete {marker} to fail again")
 
 
 @dataclass
@@ -186,18 +211,20 @@ def execute_stage(
     elif record is not None:
         log(f"[{name}] settings or inputs changed ({record.fingerprint} -> {fp}): rerunning")
         (sdir / STAGE_RECORD).unlink()
+    _fail_once(plan, name)
     sdir.mkdir(parents=True, exist_ok=True)
     timer = Timer()
     ctx = StageContext(plan.cfg, plan.out_dir, plan.data_root, sdir, fp, inputs, progress, log, on_progress,
                        plan.artifact_dir(name))
     out = stage.run(ctx)
     _clean_leftovers(sdir, out.shards)
+    content = content_hash(sdir, out.shards, volatile_columns(stage.schema))
     record = StageRecord(
         stage=name, fingerprint=fp, schema_version=stage.schema_version, rows=out.rows,
         rows_by_status=dict(sorted(out.rows_by_status.items())), shards=len(out.shards),
         wall_s=round(timer.elapsed, 3), started_at=timer.started_at, finished_at=timer.started_at + timer.elapsed,
         inputs={i: plan.fingerprints[i] for i in stage.inputs}, versions=runtime_versions(),
-        extra={**out.extra, "shards_skipped": out.shards_skipped},
+        extra={**out.extra, "shards_skipped": out.shards_skipped}, content_hash=content,
     )
     write_stage_record(sdir, record)
     log(f"[{name}] done in {record.wall_s:.1f}s: {record.rows} rows {record.rows_by_status}"

@@ -135,6 +135,24 @@ def list_shards(stage_dir: Path) -> list[Path]:
     return sorted(p for p in stage_dir.rglob("*.parquet") if not p.name.startswith((".", "_")))
 
 
+def content_hash(stage_dir: Path, shards: Iterable[Path], exclude: Iterable[str] = ()) -> str:
+    """16 hex digits over the rows of `shards` (with their paths relative to `stage_dir`), ignoring
+    Parquet metadata, row-group layout and the `exclude` columns: equal for two builds whose manifests
+    hold the same values, whatever the fingerprints, timings or writer versions."""
+    drop = set(exclude)
+    h = hashlib.sha256()
+    for path in sorted(Path(p) for p in shards):
+        table = pq.read_table(path)
+        table = table.drop_columns([c for c in table.column_names if c in drop]).combine_chunks()
+        table = table.cast(pa.schema([pa.field(f.name, f.type, f.nullable) for f in table.schema]))
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        h.update(path.relative_to(stage_dir).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(sink.getvalue().to_pybytes()).digest())
+    return h.hexdigest()[:16]
+
+
 def category_shards(stage_dir: Path) -> list[str]:
     """wnids that have a shard in a category-sharded stage."""
     return sorted(p.parent.name.removeprefix("wnid=") for p in list_shards(stage_dir) if p.parent != stage_dir)
@@ -156,6 +174,7 @@ class StageRecord:
     inputs: dict[str, str] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    content_hash: str | None = None  # over the rows only (`content_hash`): equal for builds with equal manifests
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True, default=str)

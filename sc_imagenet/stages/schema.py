@@ -18,6 +18,7 @@ import pyarrow as pa
 
 DESCRIPTION_KEY = b"description"
 UNIT_KEY = b"unit"
+VOLATILE_KEY = b"volatile"  # the value differs between identical runs (a timing): not part of the content hash
 PARTITION_COLUMN = "wnid"  # category-sharded stages: from the `wnid=<id>/` folder names, not stored in files
 PARTITION_DESCRIPTION = "category id = folder name (from the `wnid=<id>/` shard folder, added by readers)"
 
@@ -29,14 +30,24 @@ class SchemaError(KeyError):
         return str(self.args[0])
 
 
-def column(name: str, type_: pa.DataType, description: str, unit: str | None = None) -> pa.Field:
-    """One documented manifest column. `unit`: unit or coordinate convention, e.g. "original-image pixels"."""
+def column(name: str, type_: pa.DataType, description: str, unit: str | None = None,
+           volatile: bool = False) -> pa.Field:
+    """One documented manifest column. `unit`: unit or coordinate convention, e.g. "original-image pixels".
+    `volatile`: its value differs between identical runs (a throughput, a duration), so the stage's
+    content hash leaves it out."""
     if not description.strip():
         raise ValueError(f"column {name!r}: a description is required")
     meta = {DESCRIPTION_KEY: description.encode()}
     if unit:
         meta[UNIT_KEY] = unit.encode()
+    if volatile:
+        meta[VOLATILE_KEY] = b"1"
     return pa.field(name, type_, metadata=meta)
+
+
+def volatile_columns(schema: pa.Schema) -> list[str]:
+    """Columns marked `volatile` (left out of the content hash)."""
+    return [f.name for f in schema if (f.metadata or {}).get(VOLATILE_KEY) == b"1"]
 
 
 def manifest_schema(*fields: pa.Field) -> pa.Schema:

@@ -38,7 +38,7 @@ SCHEMA = manifest_schema(
     column("L_P", pa.float32(), "pixel-level loss at that step (0 if the level is not trained)"),
     column("total", pa.float32(), "λ1 L_I + λ2 L_R + λ3 L_P"),
     column("lr", pa.float32(), "learning rate"),
-    column("pairs_per_s", pa.float32(), "training throughput since the previous row", "pairs/s"),
+    column("pairs_per_s", pa.float32(), "training throughput since the previous row", "pairs/s", volatile=True),
     column("status", pa.string(), "`logged`"),
 )
 KEPT_COLUMNS = SingleInstanceStage.columns("image_id", "rel_path", "wnid")
