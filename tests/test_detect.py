@@ -135,6 +135,21 @@ def test_demo_detector_finds_the_synthetic_objects(synth: Path) -> None:
     assert np.mean(ious) > 0.85 and np.mean(right_class) > 0.9
 
 
+def test_detections_do_not_depend_on_what_ran_before(synth: Path) -> None:
+    """A batch gives bit-identical detections as the first batch of a detector and after another batch
+    (a resumed build starts at another category than an uninterrupted one)."""
+    from sc_imagenet.io.images import load_rgb
+
+    paths = sorted((synth / "n90000002").glob("*.JPEG"))[:6]
+    images = [load_rgb(p) for p in paths]
+    first = create_detector("ultralytics", weights=DEMO_WEIGHTS, imgsz=320, device="cpu").detect(images[3:])
+    det = create_detector("ultralytics", weights=DEMO_WEIGHTS, imgsz=320, device="cpu")
+    det.detect(images[:3])
+    later = det.detect(images[3:])
+    for a, b in zip(first, later, strict=True):
+        assert np.array_equal(a.conf, b.conf) and np.array_equal(a.boxes, b.boxes)
+
+
 def test_bad_file_mid_batch_keeps_the_rest(tmp_path: Path) -> None:
     (tmp_path / "w").mkdir()
     items = []

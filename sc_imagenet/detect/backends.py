@@ -58,6 +58,13 @@ class UltralyticsDetector(Detector):
         # ultralytics ≥ 8.4 spells fp16 inference `quantize=16` (its old `half` flag is deprecated)
         self.kwargs = {"imgsz": imgsz, "conf": conf_floor, "iou": iou, "max_det": max_det,
                        "quantize": 16 if self.half else 32, "device": self.device, "verbose": False}
+        # ultralytics sets up its predictor on the first `predict`, and that setup sets torch's CPU thread
+        # count to its own choice (1 on a 2-core machine); our restore afterwards means later batches ran
+        # with another thread count than the first, and results differed in the last bits depending on
+        # which category came first (a resumed build vs an uninterrupted one). Set it up now, on a blank
+        # image, so every real batch runs with the same settings.
+        with torch_threads_kept():
+            self.model.predict(np.zeros((32, 32, 3), np.uint8), **self.kwargs)
         names = self.model.names
         self.class_names = [names[i] for i in sorted(names)]
         self.has_masks = self.model.task == "segment"
