@@ -26,6 +26,7 @@ from sc_imagenet.io.manifest import (
     runtime_versions,
     write_stage_record,
 )
+from sc_imagenet.io.storage import storage_error
 from sc_imagenet.stages import STAGES, StageContext, downstream_of, pipeline_order
 from sc_imagenet.stages.schema import volatile_columns
 
@@ -216,7 +217,13 @@ def execute_stage(
     timer = Timer()
     ctx = StageContext(plan.cfg, plan.out_dir, plan.data_root, sdir, fp, inputs, progress, log, on_progress,
                        plan.artifact_dir(name))
-    out = stage.run(ctx)
+    try:
+        out = stage.run(ctx)
+    except OSError as exc:
+        err = storage_error(exc, f"[{name}] cannot write under {plan.out_dir}")
+        if err is not None:
+            raise err from exc
+        raise
     _clean_leftovers(sdir, out.shards)
     content = content_hash(sdir, out.shards, volatile_columns(stage.schema))
     record = StageRecord(

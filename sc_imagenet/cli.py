@@ -199,8 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         from sc_imagenet.build import StageInputError
         from sc_imagenet.io.locks import BuildLockedError
+        from sc_imagenet.io.storage import StorageError
 
-        if isinstance(exc, BuildLockedError | StageInputError):
+        if isinstance(exc, BuildLockedError | StageInputError | StorageError):
             print(f"error: {exc}", file=sys.stderr)
             return 3
         raise

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from sc_imagenet.io.storage import storage_error
+
 LOCK_NAME = ".build.lock"
 
 
@@ -35,8 +37,14 @@ class BuildLock:
         return f"pid {info.get('pid')} on host {info.get('host')} (since {since}: {info.get('cmd', '?')})"
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            err = storage_error(exc, f"cannot lock the output folder {self.path.parent}")
+            if err is not None:
+                raise err from exc
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
