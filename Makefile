@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -c "import cv2; assert hasattr(cv2, 'saliency'), 'cv2 lacks the contrib modules'"
 	# the report's browser test drives Debian's chromium through Playwright (never `playwright install`)
 	command -v chromium >/dev/null || { command -v apt-get >/dev/null || { echo "error: the tests need the chromium browser and apt-get is not available: install chromium (Debian/Ubuntu package 'chromium') yourself" >&2; exit 1; }; apt-get update -qq && apt-get install -y -qq chromium; }
+	# the Postgres e2e test starts a throwaway PostgreSQL server from the machine's binaries
+	{ command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; } || { command -v apt-get >/dev/null || { echo "error: the tests need PostgreSQL server binaries and apt-get is not available: install PostgreSQL yourself" >&2; exit 1; }; apt-get update -qq && apt-get install -y -qq postgresql; }
 	touch $(STAMP)
 
 install: $(STAMP)
