@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sc_imagenet.evaluate.pck import bootstrap_interval
 from sc_imagenet.synth.groundtruth import load_groundtruth, true_correspondence
 
 ALPHAS = (0.05, 0.1)
@@ -69,20 +70,6 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def _bootstrap(per_pair_correct: list[np.ndarray], seed: int, n_boot: int = 1000) -> tuple[float, float]:
-    """95 % interval of pooled per-keypoint accuracy, resampling pairs."""
-    if not per_pair_correct:
-        return float("nan"), float("nan")
-    hits = np.array([c.sum() for c in per_pair_correct], np.float64)
-    counts = np.array([len(c) for c in per_pair_correct], np.float64)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(hits), size=(n_boot, len(hits)))
-    tot = counts[idx].sum(axis=1)
-    stats = np.where(tot > 0, hits[idx].sum(axis=1) / np.maximum(tot, 1), np.nan)
-    lo, hi = np.nanpercentile(stats, [2.5, 97.5])
-    return round(float(lo), 4), round(float(hi), 4)
-
-
 def summarize(truths: Sequence[LabelTruth], alphas: Sequence[float] = ALPHAS, seed: int = 0) -> dict[str, float]:
     """Strict PCK per keypoint and per pair, the on-object fraction and PCK over on-object points,
     with a bootstrap interval for strict PCK@0.1 (per keypoint)."""
@@ -98,8 +85,9 @@ def summarize(truths: Sequence[LabelTruth], alphas: Sequence[float] = ALPHAS, se
         out[f"strict_pck@{a:g}"] = round(float((err <= a).mean()), 4)
         out[f"strict_pck_per_pair@{a:g}"] = round(float(np.mean([(t.error <= a).mean() for t in truths])), 4)
         out[f"on_object_pck@{a:g}"] = round(float((err[on] <= a).mean()), 4) if on.any() else float("nan")
-    lo, hi = _bootstrap([t.error <= 0.1 for t in truths], seed)
-    out["strict_pck@0.1_ci95"] = [lo, hi]  # type: ignore[assignment]
+    hits = [(t.error <= 0.1).sum() for t in truths]
+    lo, hi = bootstrap_interval(hits, [len(t.error) for t in truths], seed=seed)
+    out["strict_pck@0.1_ci95"] = [round(lo, 4), round(hi, 4)]  # type: ignore[assignment]
     return out
 
 

@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -152,14 +153,21 @@ class LocalPrefect:
     def serve(self, cwd: Path, env: dict[str, str] | None = None, names: tuple[str, ...] = ("demo",),
               timeout: float = 180.0) -> subprocess.Popen:
         """Start `sc-imagenet serve` and wait until its deployments are registered."""
-        proc = self._spawn([_bin("sc-imagenet"), "serve"], "serve.log", cwd=cwd, env=env)
+        return self._spawn_until([_bin("sc-imagenet"), "serve"], "serve.log", cwd, env,
+                                 lambda: all(self.deployment(n) for n in names),
+                                 f"deployments {names} registered", timeout)
+
+    def _spawn_until(self, cmd: list[str], log_name: str, cwd: Path | None, env: dict[str, str] | None,
+                     ready: Callable[[], bool], what: str, timeout: float) -> subprocess.Popen:
+        """Start a long-running command and wait until `ready()`; fail early if it exits."""
+        proc = self._spawn(cmd, log_name, cwd=cwd, env=env)
         deadline = time.monotonic() + timeout
-        while not all(self.deployment(n) for n in names):
+        while not ready():
             if proc.poll() is not None:
-                raise RuntimeError(f"`sc-imagenet serve` exited with {proc.returncode}; see "
-                                   f"{self.log_dir / 'serve.log'}")
+                raise RuntimeError(f"`{Path(cmd[0]).name} {' '.join(cmd[1:])}` exited with "
+                                   f"{proc.returncode}; see {self.log_dir / log_name}")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"deployments {names} not registered within {timeout:.0f}s")
+                raise TimeoutError(f"not {what} within {timeout:.0f}s")
             time.sleep(0.5)
         return proc
 
@@ -207,17 +215,10 @@ class LocalPrefect:
     def start_worker(self, pool: str = WORK_POOL, env: dict[str, str] | None = None, cwd: Path | None = None,
                      timeout: float = 120.0) -> subprocess.Popen:
         """`prefect worker start --pool <pool>`; returns once the worker has reported to the server."""
-        proc = self._spawn([_bin("prefect"), "worker", "start", "--pool", pool, "--type", "process"],
-                           f"worker-{pool}.log", cwd=cwd, env=env)
-        deadline = time.monotonic() + timeout
-        while not self._post(f"/work_pools/{pool}/workers/filter", {}):
-            if proc.poll() is not None:
-                raise RuntimeError(f"`prefect worker start` exited with {proc.returncode}; see "
-                                   f"{self.log_dir / f'worker-{pool}.log'}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no worker of pool {pool!r} reported within {timeout:.0f}s")
-            time.sleep(0.5)
-        return proc
+        return self._spawn_until([_bin("prefect"), "worker", "start", "--pool", pool, "--type", "process"],
+                                 f"worker-{pool}.log", cwd, env,
+                                 lambda: bool(self._post(f"/work_pools/{pool}/workers/filter", {})),
+                                 f"a worker of pool {pool!r} reported", timeout)
 
     def flow_run(self, flow_run_id: str) -> dict[str, Any] | None:
         return self._get(f"/flow_runs/{flow_run_id}")

@@ -77,7 +77,7 @@ class LabelStage(Stage):
         # batch sizes, device and amp change speed (and bf16 rounding on GPU), not the method
         return {"seed": cfg.seed, "data_root": str(data_root), "group_size": lab.group_size,
                 "candidates": lab.candidates, "nms_cells": lab.nms_cells, "pixel_foreground": lab.pixel_foreground,
-                "foreground": lab.foreground if lab.foreground is not None else cfg.train.foreground}
+                "foreground": foreground_source(cfg)}
 
     def run(self, ctx: StageContext) -> StageOutput:
         lab = ctx.cfg.label
