@@ -61,8 +61,8 @@ def measure(args: argparse.Namespace, size: int, ckpt: Path | None, images: list
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=args.bf16):
-        per_image = timed(lambda: gen.features_for(images[:1]), args.repeat, args.device)
-        f = gen.features_for(images)
+        per_image = timed(lambda: gen.encode(images[:1]), args.repeat, args.device)
+        f = gen.encode(images)
         src = Features(f.tokens[:1], f.grid, f.global_token[:1])
         trg = Features(f.tokens[1:], f.grid, f.global_token[1:])
 

@@ -11,6 +11,7 @@ import torch
 from sc_imagenet.config import TrainConfig
 from sc_imagenet.io.checkpoints import latest_checkpoint, list_checkpoints, load_checkpoint
 from sc_imagenet.io.images import load_rgb
+from sc_imagenet.matching.builder import load_generator
 from sc_imagenet.matching.cascade import CascadeGenerator
 from sc_imagenet.matching.geometry import index_to_pixels
 from sc_imagenet.synth import SynthConfig, generate_dataset, load_groundtruth
@@ -18,7 +19,6 @@ from sc_imagenet.train.loop import (
     TrainData,
     TrainingDivergedError,
     cascade_settings,
-    load_generator,
     param_groups,
     train_generator,
 )

@@ -95,7 +95,6 @@ class Generator:
             f = self.backbone.encode(images)
         return Features(f.tokens.to(self.device), f.grid, f.global_token.to(self.device))
 
-    features_for = encode  # the name earlier callers use
 
     def pair_features(self, src_rgb: np.ndarray, trg_rgb: np.ndarray) -> tuple[Features, Features]:
         """Both images encoded in one backbone batch, split into (source, target) features."""

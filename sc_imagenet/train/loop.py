@@ -30,14 +30,10 @@ from sc_imagenet.io.checkpoints import (
     set_rng_state,
 )
 from sc_imagenet.matching.backbones import Backbone, Features
-from sc_imagenet.matching.builder import load_generator, make_backbones
+from sc_imagenet.matching.builder import make_backbones
 from sc_imagenet.matching.cascade import CascadeGenerator, PairBatch
 from sc_imagenet.matching.settings import CascadeSettings
 from sc_imagenet.train.pairs import batches, epoch_pairs
-
-# `load_generator` and `make_backbones` live in `sc_imagenet.matching.builder`; re-exported for old callers.
-__all__ = ["FeatureCache", "TrainData", "TrainResult", "TrainingDivergedError", "cascade_settings", "load_generator",
-           "make_backbones", "param_groups", "train_generator"]
 
 
 class TrainingDivergedError(RuntimeError):
