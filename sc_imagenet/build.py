@@ -177,14 +177,16 @@ def _check_inputs(plan: BuildPlan, name: str) -> dict[str, Path]:
     return inputs
 
 
-def _clean_leftovers(sdir: Path, keep: list[Path]) -> None:
-    """Remove shards from older configs or categories no longer built, and torn temp files."""
+def _clean_leftovers(sdir: Path, keep: list[Path], artifacts: Path) -> None:
+    """Remove shards from older configs or categories no longer built, and torn temp files (`io.atomic`'s
+    `.<name>.<pid>.tmp`) a killed run left in the manifest or in the stage's artifacts (checkpoints)."""
     keep_set = {p.resolve() for p in keep}
     for path in list_shards(sdir):
         if path.resolve() not in keep_set:
             path.unlink()
-    for tmp in sdir.rglob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
+    for folder in (sdir, artifacts):
+        for tmp in folder.rglob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
     for d in sorted((p for p in sdir.rglob("*") if p.is_dir()), reverse=True):
         if not any(d.iterdir()):
             d.rmdir()
@@ -224,7 +226,7 @@ def execute_stage(
         if err is not None:
             raise err from exc
         raise
-    _clean_leftovers(sdir, out.shards)
+    _clean_leftovers(sdir, out.shards, plan.artifact_dir(name))
     content = content_hash(sdir, out.shards, volatile_columns(stage.schema))
     record = StageRecord(
         stage=name, fingerprint=fp, schema_version=stage.schema_version, rows=out.rows,

@@ -146,3 +146,15 @@ def test_status_is_unknown_when_a_fingerprint_cannot_be_computed(project: dict, 
     assert states["categories"]["state"] == "unknown" and "file not found" in states["categories"]["reason"]
     assert states["index"]["state"] == "unknown" and "cannot be resolved" in states["index"]["reason"]
     assert states["detect"]["state"] == "missing" and states["detect"]["reason"] is None
+
+
+def test_torn_temp_files_of_a_killed_run_are_removed_from_artifacts_too(project: dict) -> None:
+    """A run killed while writing a checkpoint leaves `.<name>.<pid>.tmp` in the stage's artifacts; the
+    next run of the stage removes it, like torn shard files in the manifest folder."""
+    cfg = load_config(project["profile"])
+    plan = plan_build(cfg, project["profile"], project["out"], stages=["categories"])
+    torn = plan.artifact_dir("categories") / "checkpoints" / ".step-00000002.pt.4242.tmp"
+    torn.parent.mkdir(parents=True)
+    torn.write_bytes(b"half a checkpoint")
+    run_build_locally(plan, log=lambda m: None, progress=False)
+    assert not torn.exists()
