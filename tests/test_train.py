@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -22,18 +23,52 @@ from sc_imagenet.train.loop import (
     param_groups,
     train_generator,
 )
-from sc_imagenet.train.pairs import batches, epoch_pairs
+from sc_imagenet.train.pairs import alternate, epoch_batches, negatives_are_cross_category
 
 
-def test_epoch_pairs_use_each_image_once_and_mix_categories() -> None:
-    images = {f"w{c}": [f"w{c}_{i}" for i in range(7)] for c in range(4)}
-    pairs = epoch_pairs(images, seed=3, epoch=0)
-    used = [i for p in pairs for i in p[:2]]
-    assert len(used) == len(set(used)) == 4 * 6  # one image per category waits (odd count)
-    assert all(p[0].split("_")[0] == p[1].split("_")[0] == p[2] for p in pairs)
-    for batch in batches(pairs, 4):
-        assert len({p[2] for p in batch}) == 4  # batch shifting gives cross-category negatives
-    assert pairs == epoch_pairs(images, 3, 0) and pairs != epoch_pairs(images, 3, 1)
+class TestEpochBatches:
+    def test_each_image_once_and_cross_category_negatives(self) -> None:
+        images = {f"w{c}": [f"w{c}_{i}" for i in range(7)] for c in range(4)}
+        batches = epoch_batches(images, seed=3, epoch=0, batch_size=4)
+        pairs = [p for b in batches for p in b]
+        used = [i for p in pairs for i in p[:2]]
+        assert len(used) == len(set(used)) == 4 * 6  # one image per category waits (odd count)
+        assert all(p[0].split("_")[0] == p[1].split("_")[0] == p[2] for p in pairs)
+        assert all(len(b) == 4 and negatives_are_cross_category(b) for b in batches)
+        assert batches == epoch_batches(images, 3, 0, 4) and batches != epoch_batches(images, 3, 1, 4)
+
+    @pytest.mark.parametrize("batch_size", [2, 3, 4, 5, 8])
+    @pytest.mark.parametrize("sizes", [(40, 6, 4), (100, 3, 3, 3), (9, 9), (30, 30, 2), (5, 50, 7, 20, 11)])
+    def test_skewed_categories_never_give_same_category_negatives(self, sizes: tuple[int, ...],
+                                                                   batch_size: int) -> None:
+        images = {f"w{c}": [f"w{c}_{i}" for i in range(n)] for c, n in enumerate(sizes)}
+        for epoch in range(3):
+            batches = epoch_batches(images, seed=11, epoch=epoch, batch_size=batch_size)
+            for b in batches:
+                assert len(b) == batch_size and negatives_are_cross_category(b)
+                assert max(Counter(p[2] for p in b).values()) <= batch_size // 2
+            ids = [i for b in batches for p in b for i in p[:2]]
+            assert len(ids) == len(set(ids))  # no image twice in an epoch
+        # the number of batches depends on the sizes only: the same in every epoch (the loop relies on it)
+        assert len({len(epoch_batches(images, 11, e, batch_size)) for e in range(4)}) == 1
+
+    def test_largest_category_is_used_as_far_as_negatives_allow(self) -> None:
+        # 40 pairs of one category vs 6 of the others: at most half of every batch can be the big one
+        images = {"big": [f"b{i}" for i in range(80)], "a": [f"a{i}" for i in range(6)],
+                  "c": [f"c{i}" for i in range(6)]}
+        batches = epoch_batches(images, seed=0, epoch=0, batch_size=4)
+        assert len(batches) == 3  # 6 small-category pairs, 2 per batch, each beside 2 pairs of "big"
+        assert sum(p[2] == "big" for b in batches for p in b) == 6
+
+    def test_one_category_cannot_make_a_batch(self) -> None:
+        assert epoch_batches({"w": [str(i) for i in range(20)]}, 0, 0, 4) == []
+        with pytest.raises(ValueError, match="at least 2"):
+            epoch_batches({"w": ["a", "b"]}, 0, 0, 1)
+
+    def test_alternate_separates_equal_neighbours(self) -> None:
+        batch = [("s", "t", w) for w in "aabb"]
+        assert negatives_are_cross_category(alternate(batch))
+        assert sorted(alternate(batch)) == sorted(batch)
 
 
 @pytest.fixture(scope="module")

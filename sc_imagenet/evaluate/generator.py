@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from sc_imagenet.evaluate.methods import Method, from_flow, mutual_nn_transfer, nearest_neighbour_flow
 from sc_imagenet.evaluate.pairs import sample_eval_pairs
@@ -31,8 +32,9 @@ register_method("generator", _factory)
 
 
 def evaluate_generator_vs_mnn(checkpoint: Path, root: Path, n_pairs: int, seed: int,
-                              backbone_checkpoint: Path | None = None, device: str = "cpu") -> dict[str, float]:
-    """PCK@0.05/0.1 on the same held-out pairs of the generator (`pck@α`) and of its own frozen backbone
+                              backbone_checkpoint: Path | None = None, device: str = "cpu") -> dict[str, Any]:
+    """PCK@0.05/0.1 per keypoint and per pair, each with its bootstrap 95 % interval over pairs (`…_ci95`),
+    on the same held-out pairs of the generator (`pck@α`) and of its own frozen backbone
     with mutual nearest neighbours (`mnn_pck@α`, the issue's baseline) and with nearest neighbours
     under the generator's own transfer — sub-cell soft-argmax (T 0.05) and displacement (`nn_pck@α`,
     method `nn-refine-disp`): what training adds on top of the read-out."""
@@ -42,9 +44,9 @@ def evaluate_generator_vs_mnn(checkpoint: Path, root: Path, n_pairs: int, seed: 
     pairs = sample_eval_pairs(root, n_pairs, seed=seed)
     runs = {"": from_flow(gen.flow, mode="displacement"), "mnn_": mutual_nn_transfer(gen.backbone),
             "nn_": from_flow(nearest_neighbour_flow(gen.backbone, refine=True), mode="displacement")}
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     for prefix, method in runs.items():
-        res = evaluate(method, pairs, root)
-        out.update({f"{prefix}pck@{a}": float(res[f"pck@{a}"]) for a in (0.05, 0.1)})
+        res = evaluate(method, pairs, root, seed=seed)
+        out.update({f"{prefix}{k}": v for k, v in res.items() if k.startswith(("pck@", "pck_per_pair@"))})
     out["eval_pairs"] = float(len(pairs))
     return out

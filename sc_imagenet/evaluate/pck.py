@@ -80,32 +80,55 @@ def dense_pck(root: Path | str, src_id: str, trg_id: str, src_points: ArrayLike,
 
 @dataclass
 class PCKAccumulator:
-    """Sums correct counts over pairs. `add` takes one pair; `summary` gives the per-keypoint headline
-    `pck@α` and the per-pair mean `pck_per_pair@α` (pairs with no valid point are skipped by the latter)."""
+    """Collects correct counts pair by pair. `add` takes one pair; `summary` gives the per-keypoint headline
+    `pck@α` and the per-pair mean `pck_per_pair@α` (pairs with no valid point are skipped by the latter),
+    with `intervals=True` also their bootstrap 95 % intervals over pairs (`pck@α_ci95`, ...)."""
 
     alphas: Sequence[float] = DEFAULT_ALPHAS
-    correct: dict[float, int] = field(default_factory=dict)
-    per_pair: dict[float, list[float]] = field(default_factory=dict)
-    n_points: int = 0
-    n_pairs: int = 0
+    hits: dict[float, list[int]] = field(default_factory=dict)  # per pair, per α
+    counts: list[int] = field(default_factory=list)  # valid keypoints per pair
+
+    @property
+    def n_points(self) -> int:
+        return int(sum(self.counts))
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.counts)
 
     def add(self, pred_xy: ArrayLike, true_xy: ArrayLike, bbox: ArrayLike, valid: ArrayLike | None = None) -> None:
         n, correct = pck_counts(pred_xy, true_xy, bbox, self.alphas, valid)
-        self.n_pairs += 1
-        self.n_points += n
+        self.counts.append(n)
         for a in self.alphas:
-            self.correct[a] = self.correct.get(a, 0) + correct[a]
-            if n:
-                self.per_pair.setdefault(a, []).append(correct[a] / n)
+            self.hits.setdefault(a, []).append(correct[a])
 
-    def summary(self, prefix: str = "") -> dict[str, float]:
-        out: dict[str, float] = {}
-        for a in self.alphas:
-            out[prefix + _key(a)] = self.correct.get(a, 0) / self.n_points if self.n_points else float("nan")
-        for a in self.alphas:
-            scores = self.per_pair.get(a, [])
-            out[prefix + f"pck_per_pair@{a:g}"] = float(np.mean(scores)) if scores else float("nan")
-        return out
+    def summary(self, prefix: str = "", intervals: bool = False, n_boot: int = 1000,
+                seed: int = 0) -> dict[str, object]:
+        hits = {a: self.hits.get(a, [0] * self.n_pairs) for a in self.alphas}
+        out = summarise_hits(hits, self.counts, self.alphas, intervals, n_boot, seed)
+        return {prefix + k: v for k, v in out.items()}
+
+
+def summarise_hits(hits: dict[float, Sequence[float]], counts: Sequence[float], alphas: Sequence[float],
+                   intervals: bool = True, n_boot: int = 1000, seed: int = 0) -> dict[str, object]:
+    """`pck@α` (pooled over keypoints), `pck_per_pair@α` (mean over pairs with at least one keypoint) and, with
+    `intervals`, their bootstrap 95 % intervals `…_ci95` = [lo, hi], from per-pair correct counts `hits[α]`
+    and scored keypoints `counts`."""
+    c = np.asarray(counts, np.float64)
+    total, scored = c.sum(), c > 0
+    out: dict[str, object] = {}
+    for a in alphas:
+        h = np.asarray(hits[a], np.float64)
+        out[_key(a)] = float(h.sum() / total) if total else float("nan")
+    for a in alphas:
+        h = np.asarray(hits[a], np.float64)
+        out[f"pck_per_pair@{a:g}"] = float(np.mean(h[scored] / c[scored])) if scored.any() else float("nan")
+    if intervals:
+        for a in alphas:
+            h = np.asarray(hits[a], np.float64)
+            out[f"{_key(a)}_ci95"] = list(bootstrap_interval(h, c, False, n_boot, seed))
+            out[f"pck_per_pair@{a:g}_ci95"] = list(bootstrap_interval(h, c, True, n_boot, seed))
+    return out
 
 
 def bootstrap_interval(hits: ArrayLike, counts: ArrayLike, per_pair: bool = False, n_boot: int = 1000,
@@ -140,14 +163,6 @@ def pck_from_distances(distances: Sequence[np.ndarray], thresholds: Sequence[flo
     if len(distances) != len(thresholds):
         raise ValueError(f"{len(distances)} distance arrays for {len(thresholds)} thresholds")
     dists = [np.nan_to_num(np.asarray(d, np.float64).reshape(-1), nan=np.inf) for d in distances]
-    counts = np.array([len(d) for d in dists], np.float64)
-    total, scored = counts.sum(), counts > 0
-    out: dict[str, object] = {}
-    for a in alphas:
-        hits = np.array([np.count_nonzero(d <= a * float(t)) for d, t in zip(dists, thresholds, strict=True)],
-                        np.float64)
-        out[_key(a)] = float(hits.sum() / total) if total else float("nan")
-        out[f"pck_per_pair@{a:g}"] = float(np.mean(hits[scored] / counts[scored])) if scored.any() else float("nan")
-        out[f"{_key(a)}_ci95"] = list(bootstrap_interval(hits, counts, False, n_boot, seed))
-        out[f"pck_per_pair@{a:g}_ci95"] = list(bootstrap_interval(hits, counts, True, n_boot, seed))
-    return out
+    counts = [len(d) for d in dists]
+    hits = {a: [np.count_nonzero(d <= a * float(t)) for d, t in zip(dists, thresholds, strict=True)] for a in alphas}
+    return summarise_hits(hits, counts, alphas, True, n_boot, seed)

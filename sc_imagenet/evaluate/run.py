@@ -33,8 +33,9 @@ def evaluate(method: Method, pairs: Sequence[EvalPair], root: Path | str, alphas
     Each pair's images are loaded with `load_rgb` and the method is called once with the source's named
     keypoints (all of them; only the `valid` ones are scored) followed, if `dense_points` > 0, by that
     many random source object pixels (`sample_object_points`), scored against `true_correspondence`
-    as `dense_pck@α` / `dense_pck_per_pair@α`. Returns {"pck@α", "pck_per_pair@α", ..., "n_pairs",
-    "n_keypoints", "seconds_per_pair"} (the method's own time, image loading excluded).
+    as `dense_pck@α` / `dense_pck_per_pair@α`. Returns {"pck@α", "pck_per_pair@α", their bootstrap 95 %
+    intervals over pairs "pck@α_ci95", "pck_per_pair@α_ci95" ([lo, hi]), ..., "n_pairs", "n_keypoints",
+    "seconds_per_pair"} (the method's own time, image loading excluded).
     """
     root = Path(root)
     kp_acc, dense_acc = PCKAccumulator(tuple(alphas)), PCKAccumulator(tuple(alphas))
@@ -53,7 +54,7 @@ def evaluate(method: Method, pairs: Sequence[EvalPair], root: Path | str, alphas
         if dense_points:
             true, valid = true_correspondence(root, pair.src_id, pair.trg_id, dense)
             dense_acc.add(pred[n_kp:], true, pair.trg_bbox, valid)
-    out: dict[str, Any] = kp_acc.summary()
+    out: dict[str, Any] = kp_acc.summary(intervals=True, seed=seed)
     if dense_points:
         out.update(dense_acc.summary(prefix="dense_"))
         out["n_dense_points"] = dense_acc.n_points
@@ -62,17 +63,25 @@ def evaluate(method: Method, pairs: Sequence[EvalPair], root: Path | str, alphas
 
 
 def format_table(rows: dict[str, dict[str, Any]], alphas: Sequence[float] = DEFAULT_ALPHAS) -> str:
-    """Plain-text table, one line per method: headline (per-keypoint) PCK, per-pair PCK, counts, time."""
+    """Plain-text table, one line per method: headline (per-keypoint) PCK, per-pair PCK (each with its 95 %
+    interval when the results have one), counts, time."""
     cols = [f"pck@{a:g}" for a in alphas] + [f"pck_per_pair@{a:g}" for a in alphas]
     extra = [c for c in next(iter(rows.values()), {}) if c.startswith("dense_pck@")]
     cols += [*extra, "n_pairs", "n_keypoints", "seconds_per_pair"]
     width = max([6, *(len(n) for n in rows)])
     lines = ["method".ljust(width) + "  " + "  ".join(cols)]
     for name, res in rows.items():
-        cells = [f"{res[c]:.4f}".rjust(len(c)) if isinstance(res[c], float) else str(res[c]).rjust(len(c))
-                 for c in cols]
+        cells = [_cell(res, c).rjust(len(c)) for c in cols]
         lines.append(name.ljust(width) + "  " + "  ".join(cells))
     return "\n".join(lines)
+
+
+def _cell(res: dict[str, Any], col: str) -> str:
+    value = res[col]
+    if not isinstance(value, float):
+        return str(value)
+    ci = res.get(f"{col}_ci95")
+    return f"{value:.4f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci is not None else "")
 
 
 def main(argv: list[str] | None = None) -> int:

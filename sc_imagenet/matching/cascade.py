@@ -7,9 +7,10 @@ Training step on a batch of B same-category pairs (different categories across t
    matches per pair; a `window × window`-cell box around each becomes a region pair.
 2. region level: the region crops are re-encoded by the backbone at `region_input_size` (finer
    grid), `v_R = MVAM_R(...)`, negatives by shifting regions to the next image pair, loss L_R =
-   Eq. 2; the best cell pair of each positive region volume (foreground only) is mapped back to
-   image pixels, NMS keeps `pixel_pairs` per image pair.
-3. pixel level: `v_P = MVAM_P(F_s, F_t)` trained with BCE towards those pairs (L_P).
+   Eq. 2; PMPS (foreground-constrained, RHM, one-to-one) picks `region_matches` cell pairs in each
+   positive region volume (`region_select: argmax` = one best cell pair), they are mapped back to
+   image pixels, pooled per image pair, and NMS keeps the best `pixel_pairs` (paper: 16).
+3. pixel level: `v_P = MVAM_P(F_s, F_t)` trained towards those pseudo-labels (L_P, BCE or CE).
 
 Total: λ1 L_I + λ2 L_R + λ3 L_P (Eq. 3). Each level has its own MVAM unless `shared_attention`
 (Table 4 VII). Supervision flowing down the cascade is detached: each level learns from the
@@ -28,7 +29,7 @@ from torch import Tensor, nn
 
 from sc_imagenet.matching.backbones.base import Backbone, Features
 from sc_imagenet.matching.geometry import index_to_pixels, pixels_to_grid, pixels_to_index
-from sc_imagenet.matching.losses import contrastive_loss, pixel_bce_loss
+from sc_imagenet.matching.losses import contrastive_loss, pixel_level_loss
 from sc_imagenet.matching.mvam import MVAM, TokenAdapter, correlation_4d
 from sc_imagenet.matching.pmps import PMPS, nms_pairs
 from sc_imagenet.matching.settings import LEVELS, CascadeConfig, CascadeSettings
@@ -83,13 +84,19 @@ class CascadeGenerator(nn.Module):
         self.adapter = nn.ModuleDict({lvl: TokenAdapter(in_dim) for lvl in settings.adapter_levels
                                       if lvl in settings.levels})
         self.beta = nn.ParameterDict({lvl: nn.Parameter(torch.zeros(())) for lvl in settings.level_order})
-        # logit scale and offset of the pixel-level BCE, learned: pseudo-labels are only partly right, so
-        # the right sharpness is not known in advance (a fixed scale makes β act as a temperature knob)
-        self.pixel_log_scale = nn.Parameter(torch.tensor(float(np.log(settings.temperature))))
-        self.pixel_bias = nn.Parameter(torch.zeros(()))
-        # softmax appearance: with relu, the broad positive similarities of non-negative descriptors
+        # logit scale and offset of the pixel-level loss, learned by default: pseudo-labels are only partly
+        # right, so the right sharpness is not known in advance (a fixed scale makes β act as a temperature knob)
+        learn = settings.learn_logit_scale
+        self.pixel_log_scale = nn.Parameter(torch.tensor(float(np.log(settings.pixel_logit_scale))),
+                                            requires_grad=learn)
+        self.pixel_bias = nn.Parameter(torch.zeros(()), requires_grad=learn)
+        # softmax appearance (default): with relu, the broad positive similarities of non-negative descriptors
         # (dense SIFT) flood the Hough space with background votes (measured: PCK@0.1 0.16 vs 0.42)
-        self.pmps = PMPS(L=settings.rhm_L, use_hough=settings.use_rhm, appearance="softmax")
+        self.pmps = PMPS(L=settings.rhm_L, use_hough=settings.use_rhm, appearance=settings.rhm_appearance,
+                         debias=settings.rhm_debias)
+        # diagnostics: the pseudo-labels the pixel level was trained on in the last step, per pair
+        # (source pixels, target pixels, confidence); read by training monitors, never by the loss
+        self.last_labels: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     def volume(self, level: str, src: Features, trg: Features, trg_perm: Tensor | None = None) -> Tensor:
         """`(B, h_s, w_s, h_t, w_t)` volume of a level; `trg_perm` reorders the targets (negatives)."""
@@ -98,9 +105,17 @@ class CascadeGenerator(nn.Module):
             t_tok, t_glob = t_tok[trg_perm], t_glob[trg_perm]
         if level in self.adapter:
             s_tok, s_glob, t_tok, t_glob = (self.adapter[level](x) for x in (s_tok, s_glob, t_tok, t_glob))
-        raw = correlation_4d(s_tok, t_tok, src.grid, trg.grid)
         refined = self.mvam[level](s_tok, t_tok, s_glob, t_glob, src.grid, trg.grid)
-        return raw + self.beta[level] * refined
+        mix = self.settings.volume_mix
+        if mix == "mvam":
+            return refined
+        raw = correlation_4d(s_tok, t_tok, src.grid, trg.grid)
+        beta = self.beta[level]
+        if mix == "residual":
+            return raw + beta * refined
+        # bounded: a convex-like mix that stays in [-1, 1] whatever β, so Eq. 2's −AP(pos) + AP(neg) can only
+        # fall by separating positives from negatives, not by scaling β (which the residual mix allows)
+        return (raw + beta * torch.tanh(refined)) / (1.0 + beta.abs())
 
     def forward(self, batch: PairBatch, region_backbone: Backbone | None) -> dict[str, Tensor]:
         """The training step's losses (`forward` so that DistributedDataParallel can wrap the module)."""
@@ -136,8 +151,9 @@ class CascadeGenerator(nn.Module):
             src_idx, trg_grid, valid = self._pixel_targets(pairs, batch.src.grid, batch.trg.grid, src_hw, trg_hw,
                                                            device)
             v_pix = self.volume("pixel", batch.src, batch.trg)
-            losses["pixel"] = pixel_bce_loss(v_pix, src_idx, trg_grid, valid, self.pixel_log_scale.exp(),
-                                             bias=self.pixel_bias, mode=s.pixel_loss)
+            losses["pixel"] = pixel_level_loss(v_pix, src_idx, trg_grid, valid, self.pixel_log_scale.exp(),
+                                               bias=self.pixel_bias, mode=s.pixel_loss)
+        self.last_labels = pairs
         weights = dict(zip(LEVELS, s.lambdas, strict=True))
         losses["total"] = sum(weights[k] * v for k, v in losses.items())
         return losses
@@ -187,29 +203,37 @@ class CascadeGenerator(nn.Module):
         v_pos = self.volume("region", rs, rt)
         v_neg = self.volume("region", rs, rt, neg)
         loss = contrastive_loss(v_pos, v_neg, gs, gt, None if gt is None else gt[neg])
-        # one best pixel pair per region (foreground only), back in image pixels
-        M = v_pos.shape[0]
-        v = v_pos.detach().reshape(M, -1, rt.grid[0] * rt.grid[1])
-        if gs is not None:
-            v = v.masked_fill((gs.reshape(M, -1, 1) <= 0.5) & (gs.reshape(M, -1, 1).amax(1, keepdim=True) > 0.5),
-                              float("-inf"))
-            v = v.masked_fill((gt.reshape(M, 1, -1) <= 0.5) & (gt.reshape(M, 1, -1).amax(2, keepdim=True) > 0.5),
-                              float("-inf"))
-        flat = v.reshape(M, -1).argmax(dim=1)
-        score = v.reshape(M, -1).gather(1, flat[:, None])[:, 0].float().cpu().numpy()  # numpy has no bf16
-        si = (flat // v.shape[2]).cpu().numpy()
-        ti = (flat % v.shape[2]).cpu().numpy()
+        si, ti, score = self._region_matches(v_pos.detach(), gs, gt)  # (M, k) each, -1 = none
         out = []
         for b in range(B):
-            rows = [m for m in range(M) if owner[m] == b]
-            if not rows:
+            found = [(m, j) for m in range(len(owner)) if owner[m] == b for j in range(si.shape[1]) if si[m, j] >= 0]
+            if not found:
                 out.append(pairs[b])
                 continue
-            sxy = np.stack([self._region_point(si[m], rs.grid, boxes[m][0]) for m in rows])
-            txy = np.stack([self._region_point(ti[m], rt.grid, boxes[m][1]) for m in rows])
-            sc = score[rows]
+            sxy = np.stack([self._region_point(si[m, j], rs.grid, boxes[m][0]) for m, j in found])
+            txy = np.stack([self._region_point(ti[m, j], rt.grid, boxes[m][1]) for m, j in found])
+            sc = np.array([score[m, j] for m, j in found], np.float32)
             out.append(self._nms_top(sxy, txy, sc, batch, b))
         return loss, out
+
+    def _region_matches(self, v: Tensor, gs: Tensor | None, gt: Tensor | None) -> tuple[np.ndarray, ...]:
+        """Matches inside each region pair → flat source / target cell indices and scores, `(M, k)` each
+        (`-1` / 0 where a region has fewer). `pmps` (paper): RHM confidence, foreground-constrained, greedy
+        one-to-one, `region_matches` per region. `argmax`: the single best foreground cell pair."""
+        M = v.shape[0]
+        if self.settings.region_select == "pmps":
+            sel = self.pmps(v, self.settings.region_matches, gs, gt)
+            return (sel["src_idx"].cpu().numpy(), sel["trg_idx"].cpu().numpy(),
+                    sel["score"].float().cpu().numpy())  # numpy has no bf16
+        flat_v = v.reshape(M, -1, v.shape[3] * v.shape[4])
+        if gs is not None:
+            fs, ft = gs.reshape(M, -1, 1), gt.reshape(M, 1, -1)
+            flat_v = flat_v.masked_fill((fs <= 0.5) & (fs.amax(1, keepdim=True) > 0.5), float("-inf"))
+            flat_v = flat_v.masked_fill((ft <= 0.5) & (ft.amax(2, keepdim=True) > 0.5), float("-inf"))
+        flat = flat_v.reshape(M, -1).argmax(dim=1)
+        score = flat_v.reshape(M, -1).gather(1, flat[:, None]).float().cpu().numpy()
+        n_t = flat_v.shape[2]
+        return (flat // n_t).cpu().numpy()[:, None], (flat % n_t).cpu().numpy()[:, None], score
 
     @staticmethod
     def _region_point(idx: int, grid: tuple[int, int], box: tuple[int, ...]) -> np.ndarray:

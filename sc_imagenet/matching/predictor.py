@@ -34,7 +34,6 @@ import torch
 from sc_imagenet.matching.backbones.base import Backbone, Features
 from sc_imagenet.matching.cascade import CascadeGenerator, grid_masks
 from sc_imagenet.matching.geometry import grid_to_pixels, index_to_pixels, soft_argmax_3x3
-from sc_imagenet.matching.pmps import hough_confidence
 
 HW = tuple[int, int]
 
@@ -120,7 +119,7 @@ class Generator:
         """`(B, h_s, w_s, h_t, w_t)` refined volume, RHM-regularised when the model uses RHM."""
         v = self._pair_volume(src, trg)
         if self.model.settings.use_rhm:
-            v = hough_confidence(v, L=self.model.settings.rhm_L, appearance=self.model.pmps.appearance)
+            v = self.model.pmps.confidence(v)
         return v
 
     @property

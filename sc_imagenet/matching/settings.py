@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 LEVELS = ("image", "region", "pixel")
 Level = Literal["image", "region", "pixel"]
@@ -64,12 +64,39 @@ class CascadeConfig(_Settings):
     rhm_L: int = Field(5, ge=1, le=31, description="RHM hyperpixel/neighbourhood length L (Table 4 IV–VI).")
     shared_attention: bool = Field(False, description="One MVAM shared by all levels (Table 4 VII).")
     window: int = Field(5, ge=1, le=15, description="Region size in image-level cells (paper 5×5).")
-    region_pairs: int = Field(8, ge=1, le=256, description="Suspected matches (regions) per pair at image level.")
+    region_pairs: int = Field(
+        8, ge=1, le=256, description="Suspected matches (regions) per pair, chosen by PMPS at the image level."
+    )
+    region_select: Literal["pmps", "argmax"] = Field(
+        "pmps", description="How the region level picks matches inside a region pair: pmps (paper: the same "
+        "MVAM, PMPS and foreground constraint as the image level) or argmax (the best foreground cell pair).",
+    )
+    region_matches: int = Field(
+        4, ge=1, le=64, description="Matches per region pair at the region level (pmps: one-to-one); all regions' "
+        "matches of an image pair are pooled, NMS-filtered and the best `pixel_pairs` go to the pixel level.",
+    )
     pixel_pairs: int = Field(16, ge=1, le=256, description="Pseudo-labels per pair for the pixel level (paper 16).")
     lambdas: tuple[float, float, float] = Field((1.0, 1.0, 1.0), description="λ1, λ2, λ3 of Eq. 3.")
-    temperature: float = Field(10.0, gt=0, le=1000, description="Initial logit scale of the pixel-level loss.")
+    volume_mix: Literal["bounded", "residual", "mvam"] = Field(
+        "bounded", description="A level's volume: mvam (paper: the MVAM output), residual (ours: cos + β·MVAM, "
+        "unbounded) or bounded (ours: (cos + β·tanh MVAM) / (1 + |β|), in [-1, 1], so Eq. 2 cannot be lowered "
+        "by scaling β).",
+    )
+    rhm_appearance: Literal["softmax", "relu"] = Field(
+        "softmax", description="RHM vote weights: softmax over target cells (ours, T 0.05) or relu (paper's RHM)."
+    )
+    rhm_debias: bool = Field(
+        True, description="Subtract from the Hough histogram the votes a structureless volume would cast (ours)."
+    )
     pixel_loss: Literal["bce", "ce"] = Field(
         "bce", description="Pixel-level loss: bce (paper) or ce (cross-entropy over target cells)."
+    )
+    pixel_logit_scale: float = Field(
+        10.0, gt=0, le=1000, description="Logit scale of the pixel-level loss (multiplies the volume); initial "
+        "value when learned.",
+    )
+    learn_logit_scale: bool = Field(
+        True, description="Learn the pixel loss's logit scale and offset (ours); false keeps them fixed."
     )
     adapter_levels: list[Level] = Field(
         default_factory=lambda: ["pixel"],
@@ -83,6 +110,15 @@ class CascadeConfig(_Settings):
         if "image" not in levels:
             raise ValueError("the image level is needed: it is the only level supervised by image labels alone")
         return levels
+
+    @model_validator(mode="after")
+    def _enough_pseudo_labels(self) -> CascadeConfig:
+        if {"region", "pixel"} <= set(self.levels) and self.region_pairs * self.region_matches < self.pixel_pairs:
+            raise ValueError(
+                f"region_pairs × region_matches ({self.region_pairs} × {self.region_matches}) must be at least "
+                f"pixel_pairs ({self.pixel_pairs}): the region level is where the pixel level's pseudo-labels "
+                "come from")
+        return self
 
     @property
     def level_order(self) -> tuple[str, ...]:

@@ -38,6 +38,8 @@ SCHEMA = manifest_schema(
     column("L_P", pa.float32(), "pixel-level loss at that step (0 if the level is not trained)"),
     column("total", pa.float32(), "λ1 L_I + λ2 L_R + λ3 L_P"),
     column("lr", pa.float32(), "learning rate"),
+    column("labels_per_pair", pa.float32(),
+           "pseudo-labels per pair the pixel level was trained on since the previous row (at most train.pixel_pairs)"),
     column("pairs_per_s", pa.float32(), "training throughput since the previous row", "pairs/s", volatile=True),
     column("status", pa.string(), "`logged`"),
 )
@@ -53,6 +55,20 @@ def backbone_checkpoint(cfg: BuildConfig) -> Path | None:
     except WeightsError as exc:
         raise ConfigError(str(exc)) from None
     return path
+
+
+def held_out_dataset(cfg: BuildConfig, out_dir: Path) -> Path:
+    """`<out>/eval-data`: the synthetic evaluation dataset of a synthetic build, generated with the data seed
+    + 500, so none of its images was trained on (made on first use)."""
+    from sc_imagenet.synth import generate_dataset, is_complete
+
+    synth = cfg.data.synthetic.model_copy(update={"seed": cfg.data.synthetic.seed + EVAL_SEED_OFFSET,
+                                                  "images_per_category": 12, "include_broken": False})
+    root = out_dir / "eval-data"
+    if not is_complete(root, synth):
+        shutil.rmtree(root, ignore_errors=True)
+        generate_dataset(root, synth, progress=False)
+    return root
 
 
 def train_data_from_manifest(single_instance_dir: Path, data_root: Path, foreground: str) -> TrainData:
@@ -91,7 +107,7 @@ def launch_torchrun(ctx: StageContext, ckpt_dir: Path) -> TrainResult:
 @register_stage
 class TrainStage(Stage):
     name = "train"
-    schema_version = 1
+    schema_version = 2
     schema = SCHEMA
     partitioned = False
     inputs = ("single_instance",)
@@ -152,25 +168,21 @@ class TrainStage(Stage):
         with ShardWriter(path, SCHEMA, ctx.fingerprint, self.schema_version) as writer:
             writer.write_many({**r, "status": "logged"} for r in result.rows)
         summary = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in result.rows[-10:]]
-        pck = {k: v for k, v in extra.items() if "pck" in k}
+        pck = {k: v for k, v in extra.items() if "pck" in k and not k.endswith("_ci95")}
         if pck:
             summary.append({"step": "PCK", **pck})
         return StageOutput(len(result.rows), {"logged": len(result.rows)}, [path], 0, extra, summary)
 
     @staticmethod
-    def evaluate(ctx: StageContext, checkpoint: Path) -> dict[str, float]:
+    def evaluate(ctx: StageContext, checkpoint: Path) -> dict[str, Any]:
         """PCK of the trained generator and of the backbone's mutual nearest neighbours, on held-out
         synthetic pairs (a dataset generated with another seed: no image of it was trained on)."""
         from sc_imagenet.evaluate import evaluate_generator_vs_mnn
-        from sc_imagenet.synth import generate_dataset, is_complete
 
-        synth = ctx.cfg.data.synthetic.model_copy(update={"seed": ctx.cfg.data.synthetic.seed + EVAL_SEED_OFFSET,
-                                                          "images_per_category": 12, "include_broken": False})
-        root = ctx.out_dir / "eval-data"
-        if not is_complete(root, synth):
-            shutil.rmtree(root, ignore_errors=True)
-            generate_dataset(root, synth, progress=False)
+        root = held_out_dataset(ctx.cfg, ctx.out_dir)
         scores = evaluate_generator_vs_mnn(checkpoint, root, ctx.cfg.train.eval_pairs, ctx.cfg.seed,
                                            backbone_checkpoint(ctx.cfg))
-        ctx.log("[train] PCK on held-out synthetic pairs: " + ", ".join(f"{k}={v:.3f}" for k, v in scores.items()))
+        ctx.log("[train] PCK on held-out synthetic pairs (per keypoint, 95 % interval over pairs): " + ", ".join(
+            f"{k}={v:.3f} [{scores[k + '_ci95'][0]:.3f}, {scores[k + '_ci95'][1]:.3f}]"
+            for k, v in scores.items() if k + "_ci95" in scores and "per_pair" not in k))
         return scores

@@ -33,7 +33,9 @@ from sc_imagenet.matching.backbones import Backbone, Features
 from sc_imagenet.matching.builder import make_backbones
 from sc_imagenet.matching.cascade import CascadeGenerator, PairBatch
 from sc_imagenet.matching.settings import CascadeSettings
-from sc_imagenet.train.pairs import batches, epoch_pairs
+from sc_imagenet.train.pairs import Pair, epoch_batches
+
+LabelMonitor = Callable[[int, list[Pair], list[tuple[np.ndarray, np.ndarray, np.ndarray]]], None]
 
 
 class TrainingDivergedError(RuntimeError):
@@ -113,8 +115,10 @@ def _barrier(world: int) -> None:
 
 def train_generator(cfg: TrainConfig, seed: int, data: TrainData, ckpt_dir: Path,
                     backbone_checkpoint: Path | None = None, log: Callable[[str], None] = print,
-                    on_step: Callable[[int, int], None] | None = None, device: str | None = None) -> TrainResult:
-    """Train (or resume training) and return the final checkpoint. `on_step(step, total_steps)`.
+                    on_step: Callable[[int, int], None] | None = None, device: str | None = None,
+                    on_labels: LabelMonitor | None = None) -> TrainResult:
+    """Train (or resume training) and return the final checkpoint. `on_step(step, total_steps)`;
+    `on_labels(step, batch, labels)` sees each step's pseudo-labels (diagnostics, e.g. their accuracy).
 
     Under `torchrun` (a process group is initialised) the model is wrapped in DistributedDataParallel:
     each optimizer step takes `world` consecutive batches of the epoch, one per process; rank 0 writes
@@ -129,9 +133,10 @@ def train_generator(cfg: TrainConfig, seed: int, data: TrainData, ckpt_dir: Path
     opt = torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)  # constant, as in the paper
     amp = device.startswith("cuda") if cfg.amp == "auto" else bool(cfg.amp)
-    per_epoch = len(batches(epoch_pairs(data.images_by_wnid, seed, 0), cfg.batch_size)) // world
+    per_epoch = len(epoch_batches(data.images_by_wnid, seed, 0, cfg.batch_size)) // world
     if per_epoch == 0:
-        raise ValueError(f"not enough images for one batch of {cfg.batch_size} same-category pairs")
+        raise ValueError(f"not enough images for one batch of {cfg.batch_size} same-category pairs from at least "
+                         "two categories (batch shifting needs cross-category negatives)")
     total = cfg.epochs * per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * per_epoch)
     step, rows, resumed = 0, [], None
     last = latest_checkpoint(ckpt_dir, on_skip=lambda path, why: log(f"[train] warning: {why}; trying an older one"))
@@ -161,10 +166,10 @@ def train_generator(cfg: TrainConfig, seed: int, data: TrainData, ckpt_dir: Path
 
     cache = FeatureCache(backbone, data.load_image, cfg.cache_features)
     model.train()
-    t_log, pairs_since = time.perf_counter(), 0
+    t_log, pairs_since, labels_since = time.perf_counter(), 0, 0
     while step < total:
         epoch, b_in_epoch = divmod(step, per_epoch)
-        batch = batches(epoch_pairs(data.images_by_wnid, seed, epoch), cfg.batch_size)[b_in_epoch * world + rank]
+        batch = epoch_batches(data.images_by_wnid, seed, epoch, cfg.batch_size)[b_in_epoch * world + rank]
         src_ids, trg_ids = [p[0] for p in batch], [p[1] for p in batch]
         src_img = [data.load_image(i) for i in src_ids]
         trg_img = [data.load_image(i) for i in trg_ids]
@@ -187,13 +192,17 @@ def train_generator(cfg: TrainConfig, seed: int, data: TrainData, ckpt_dir: Path
         sched.step()
         step += 1
         pairs_since += len(batch) * world
+        labels_since += sum(len(lab[0]) for lab in model.last_labels) * world
+        if on_labels is not None:
+            on_labels(step, batch, model.last_labels)
         if step % cfg.log_every == 0 or step == total:
             now = time.perf_counter()
             value = {k: float(v.detach()) for k, v in losses.items()}
             rows.append({"step": step, "epoch": epoch, "L_I": value.get("image", 0.0), "L_R": value.get("region", 0.0),
                          "L_P": value.get("pixel", 0.0), "total": value["total"],
-                         "lr": float(sched.get_last_lr()[0]), "pairs_per_s": pairs_since / max(now - t_log, 1e-9)})
-            t_log, pairs_since = now, 0
+                         "lr": float(sched.get_last_lr()[0]), "labels_per_pair": labels_since / max(pairs_since, 1),
+                         "pairs_per_s": pairs_since / max(now - t_log, 1e-9)})
+            t_log, pairs_since, labels_since = now, 0, 0
         if step % cfg.checkpoint_every == 0 and step < total:
             checkpoint()
         if on_step is not None:

@@ -1,0 +1,141 @@
+"""Train generator variants on one synthetic build and measure each: pseudo-label accuracy while training
+(against the synthetic truth) and keypoint-transfer PCK on the build's held-out `eval-data`.
+
+How the generator's settings are chosen (docs/generator.md): on a VALIDATION build (data seed 1, seed 1),
+never on the demo, whose figures are the reported test figures.
+
+    sc-imagenet build --config demo --out /tmp/val --set data.synthetic.seed=1 --set seed=1 \\
+        --stages categories,index,detect,single_instance --no-prefect
+    python benchmarks/generator_sweep.py --build /tmp/val --variants default paper-region volume-residual \\
+        --json benchmarks/results/generator-sweep-val.json
+
+Each variant is the build's own `train` config plus the overrides below; every variant trains from the
+same seed on the same pairs. Results are appended to `--json` as they finish (a rerun skips variants
+already there). Baselines (`--baselines`, no training) are scored once on the same pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sc_imagenet.config import read_resolved_config
+from sc_imagenet.dataset.quality import TruthOracle
+from sc_imagenet.evaluate.methods import from_flow
+from sc_imagenet.evaluate.pairs import sample_eval_pairs
+from sc_imagenet.evaluate.registry import METHODS, MethodContext
+from sc_imagenet.evaluate.run import evaluate
+from sc_imagenet.matching.builder import load_generator
+from sc_imagenet.stages.train import held_out_dataset, train_data_from_manifest
+from sc_imagenet.train.loop import train_generator
+from sc_imagenet.train.pairs import epoch_batches
+
+# Every addition to the paper has a switch; "paper-*" variants turn ours off one at a time.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # the region level before the audit: one argmax cell pair per region, ≤ region_pairs labels per pair
+    "region-argmax": {"region_select": "argmax", "region_matches": 1, "pixel_pairs": 6, "region_pairs": 6},
+    "region-argmax-16": {"region_select": "argmax", "region_matches": 1, "region_pairs": 16},
+    "regions-8x2": {"region_pairs": 8, "region_matches": 2},
+    "regions-4x4": {"region_pairs": 4, "region_matches": 4},
+    "regions-6x4": {"region_pairs": 6, "region_matches": 4},
+    "volume-residual": {"volume_mix": "residual"},
+    "volume-mvam": {"volume_mix": "mvam"},
+    "no-adapter": {"adapter_levels": []},
+    "rhm-relu": {"rhm_appearance": "relu"},
+    "rhm-no-debias": {"rhm_debias": False},
+    "fixed-logit-scale": {"learn_logit_scale": False},
+    "pixel-bce": {"pixel_loss": "bce"},
+    "pixel-ce": {"pixel_loss": "ce"},
+}
+
+
+class LabelMeter:
+    """Strict PCK@0.1 of the pixel level's pseudo-labels (off-object = wrong) per epoch, and labels per pair."""
+
+    def __init__(self, oracle: TruthOracle, per_epoch: int) -> None:
+        self.oracle, self.per_epoch = oracle, per_epoch
+        self.hits: dict[int, list[float]] = {}
+        self.counts: dict[int, list[int]] = {}
+
+    def __call__(self, step: int, batch: list, labels: list) -> None:
+        epoch = (step - 1) // self.per_epoch
+        for (src_id, trg_id, _), (sxy, txy, _) in zip(batch, labels, strict=True):
+            truth = self.oracle.truth(src_id, trg_id, sxy, txy)
+            self.hits.setdefault(epoch, []).append(float(np.sum(truth.error <= 0.1)))
+            self.counts.setdefault(epoch, []).append(len(sxy))
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for epoch in sorted(self.hits):
+            h, c = np.array(self.hits[epoch]), np.array(self.counts[epoch])
+            out[f"labels_pck@0.1_epoch{epoch}"] = float(h.sum() / max(c.sum(), 1))
+            out[f"labels_per_pair_epoch{epoch}"] = float(c.mean())
+        return out
+
+
+def score(method: Any, pairs: list, root: Path, seed: int) -> dict[str, Any]:
+    res = evaluate(method, pairs, root, seed=seed)
+    return {k: v for k, v in res.items() if k.startswith(("pck@", "pck_per_pair@"))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--build", type=Path, required=True, help="a synthetic build with `single_instance` done")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--baselines", nargs="*", default=["nn", "mnn", "nn-refine-disp", "nn-rhm"])
+    parser.add_argument("--eval-pairs", type=int, default=200)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="extra train overrides for every variant (YAML values)")
+    parser.add_argument("--json", type=Path, required=True)
+    args = parser.parse_args()
+    import yaml
+
+    cfg = read_resolved_config(args.build)
+    if cfg is None:
+        raise SystemExit(f"{args.build} has no config.resolved.yaml: build it first (see this script's docstring)")
+    data_root = Path(cfg.data.root) if cfg.data.root else args.build / "data"
+    eval_root = held_out_dataset(cfg, args.build)
+    pairs = sample_eval_pairs(eval_root, args.eval_pairs, seed=cfg.seed)
+    results: dict[str, Any] = json.loads(args.json.read_text()) if args.json.exists() else {}
+    results.setdefault("build", str(args.build))
+    results.setdefault("eval_pairs", len(pairs))
+    ctx = MethodContext(cfg.train.backbone, "cpu", {"input_size": cfg.train.input_size})
+    for name in args.baselines:
+        if f"baseline:{name}" not in results:
+            results[f"baseline:{name}"] = score(METHODS[name](ctx), pairs, eval_root, cfg.seed)
+            args.json.write_text(json.dumps(results, indent=1))
+            print(name, {k: round(v, 3) for k, v in results[f"baseline:{name}"].items() if "ci95" not in k})
+    extra = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+    data = train_data_from_manifest(args.build / "manifests" / "single_instance", data_root, cfg.train.foreground)
+    oracle = TruthOracle(data_root)
+    for name in args.variants:
+        if name in results:
+            continue
+        tcfg = cfg.train.model_validate({**cfg.train.model_dump(), **extra, **VARIANTS[name],
+                                         "eval_pairs": 0, "device": "cpu", "checkpoint_every": 10_000})
+        per_epoch = len(epoch_batches(data.images_by_wnid, cfg.seed, 0, tcfg.batch_size))
+        meter = LabelMeter(oracle, per_epoch)
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            res = train_generator(tcfg, cfg.seed, data, Path(tmp), log=lambda _: None, on_labels=meter)
+            wall = time.perf_counter() - t0
+            gen = load_generator(res.checkpoint)
+            row = {"overrides": {**extra, **VARIANTS[name]}, "train_s": round(wall, 1), **meter.summary(),
+                   "beta": {k: round(float(v.detach()), 4) for k, v in gen.model.beta.items()},
+                   "logit_scale": float(gen.model.pixel_log_scale.detach().exp()),
+                   **score(from_flow(gen.flow, mode="displacement"), pairs, eval_root, cfg.seed)}
+        results[name] = row
+        args.json.write_text(json.dumps(results, indent=1))
+        print(name, {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if "ci95" not in k},
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
