@@ -45,6 +45,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "regions-8x2": {"region_pairs": 8, "region_matches": 2},
     "regions-4x4": {"region_pairs": 4, "region_matches": 4},
     "regions-6x4": {"region_pairs": 6, "region_matches": 4},
+    "regions-6x8": {"region_pairs": 6, "region_matches": 8},
+    "regions-8x4": {"region_pairs": 8, "region_matches": 4},
     "volume-residual": {"volume_mix": "residual"},
     "volume-mvam": {"volume_mix": "mvam"},
     "no-adapter": {"adapter_levels": []},

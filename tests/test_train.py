@@ -163,6 +163,26 @@ def test_trained_generator_predicts_in_original_pixels(tiny_data: TrainData, tmp
     assert gen.flow(src, trg, hough=True)[1].shape == flow.shape
 
 
+def test_region_level_pmps_passes_more_pseudo_labels_down(tiny_data: TrainData, tmp_path: Path) -> None:
+    """PMPS inside each region (several matches per region) vs the single argmax cell pair: the pixel level
+    gets up to `pixel_pairs` labels per pair, on the object, and the log records how many arrived."""
+    counts: dict[str, list[int]] = {}
+    for select, matches, k in (("pmps", 4, 6), ("argmax", 1, 3)):
+        seen: list[int] = []
+
+        def monitor(step: int, batch: list, labels: list, seen: list[int] = seen) -> None:
+            assert len(batch) == len(labels)
+            seen.extend(len(sxy) for sxy, txy, score in labels)
+
+        cfg = tiny_cfg(max_steps=3, region_select=select, region_matches=matches, pixel_pairs=k)
+        result = train_generator(cfg, 0, tiny_data, tmp_path / select, log=lambda m: None, on_labels=monitor)
+        assert all(0 <= n <= k for n in seen) and len(seen) == 3 * 2
+        assert result.rows[-1]["labels_per_pair"] == pytest.approx(seen[-2:][0] / 2 + seen[-1] / 2)
+        counts[select] = seen
+    assert max(counts["argmax"]) <= 3  # one per region, region_pairs 3
+    assert sum(counts["pmps"]) > sum(counts["argmax"])
+
+
 def test_adapter_has_its_own_learning_rate() -> None:
     cfg = tiny_cfg(adapter_lr=0.003)
     model = CascadeGenerator(384, cascade_settings(cfg))
