@@ -354,8 +354,14 @@ def write_resolved_config(cfg: BuildConfig, out_dir: Path, profile: str) -> Path
 
 
 def read_resolved_config(out_dir: Path) -> BuildConfig | None:
+    """The config a build was last run with; None if it has none. ConfigError (naming the file and the
+    fields) when it no longer validates, e.g. written by a version whose settings were since renamed."""
     path = out_dir / "config.resolved.yaml"
     if not path.exists():
         return None
     doc = yaml.safe_load(path.read_text())
-    return BuildConfig.model_validate(doc["config"])
+    try:
+        return BuildConfig.model_validate(doc["config"])
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, f"{path} (sc-imagenet {doc.get('sc_imagenet_version')}, "
+                                                       "another version's settings: rebuild to refresh it)")) from None
