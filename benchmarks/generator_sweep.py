@@ -29,6 +29,7 @@ from sc_imagenet.config import read_resolved_config
 from sc_imagenet.dataset.quality import TruthOracle
 from sc_imagenet.evaluate.methods import from_flow
 from sc_imagenet.evaluate.pairs import sample_eval_pairs
+from sc_imagenet.evaluate.pck import bootstrap_interval
 from sc_imagenet.evaluate.registry import METHODS, MethodContext
 from sc_imagenet.evaluate.run import evaluate
 from sc_imagenet.matching.builder import load_generator
@@ -36,7 +37,7 @@ from sc_imagenet.stages.train import held_out_dataset, train_data_from_manifest
 from sc_imagenet.train.loop import train_generator
 from sc_imagenet.train.pairs import epoch_batches
 
-# Every addition to the paper has a switch; "paper-*" variants turn ours off one at a time.
+# Every addition to the paper has a switch; the variants below turn them off one at a time.
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     # the region level before the audit: one argmax cell pair per region, ≤ region_pairs labels per pair
@@ -78,6 +79,7 @@ class LabelMeter:
         for epoch in sorted(self.hits):
             h, c = np.array(self.hits[epoch]), np.array(self.counts[epoch])
             out[f"labels_pck@0.1_epoch{epoch}"] = float(h.sum() / max(c.sum(), 1))
+            out[f"labels_pck@0.1_epoch{epoch}_ci95"] = list(bootstrap_interval(h, c))
             out[f"labels_per_pair_epoch{epoch}"] = float(c.mean())
         return out
 
