@@ -28,7 +28,7 @@ from sc_imagenet.evaluate.benchmarks import (
     score_benchmark,
 )
 from sc_imagenet.evaluate.methods import hough_flow
-from sc_imagenet.evaluate.pck import bootstrap_interval, pck_from_distances
+from sc_imagenet.evaluate.pck import bootstrap_interval, paired_difference, pck_from_distances
 from sc_imagenet.matching.backbones import create_backbone
 from sc_imagenet.matching.geometry import index_to_pixels
 from sc_imagenet.synth import SynthConfig, generate_dataset, load_groundtruth
@@ -374,7 +374,8 @@ def test_cli_end_to_end(layout: str, benchmark: str, layouts: dict[str, Path], s
         assert (rows["threshold"] == rows["trg_image"].map(sizes)).all()
 
 
-def test_cli_two_methods_one_predictions_file(layouts: dict[str, Path], tmp_path: Path) -> None:
+def test_cli_two_methods_one_predictions_file(layouts: dict[str, Path], tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
     pred, summary = tmp_path / "p.parquet", tmp_path / "s.json"
     assert cli_main(["eval", "--benchmark", "pf-willow", "--root", str(layouts["willow-mat"]), "--method", "identity",
                      "nn-rhm", "--limit", "4", "--predictions", str(pred), "--json", str(summary), *FAST]) == 0
@@ -387,6 +388,28 @@ def test_cli_two_methods_one_predictions_file(layouts: dict[str, Path], tmp_path
     for r in results:
         lo, hi = r["pck@0.1_ci95"]
         assert lo <= r["pck@0.1"] <= hi and r["backbone"] == "dense-sift"
+    # the second method against the first, on the same pairs, with a paired interval
+    [diff] = json.loads(summary.read_text())["differences"]
+    assert diff["method"] == "nn-rhm" and diff["reference"] == "identity"
+    d, lo, hi = diff["diff@0.1"]
+    assert d == pytest.approx(results[1]["pck@0.1"] - results[0]["pck@0.1"]) and lo <= d <= hi
+    assert "paired differences, per keypoint, vs identity" in capsys.readouterr().out
+    assert cli_main(["eval", "--benchmark", "pf-willow", "--root", str(layouts["willow-mat"]), "--method", "identity",
+                     "--reference", "mnn", "--limit", "1", *FAST]) == 2
+
+
+def test_paired_difference_cancels_pair_difficulty() -> None:
+    counts = np.array([10, 10, 10, 10, 10, 10])
+    a = np.array([10, 0, 9, 1, 10, 0])  # pairs of very different difficulty ...
+    b = a - 1  # ... and B one keypoint worse on every scored pair
+    b[b < 0] = 0
+    d, lo, hi = paired_difference(a, b, counts)
+    assert d == pytest.approx(4 / 60) and lo <= d <= hi
+    assert lo > 0  # consistent, so the paired interval excludes 0 where unpaired intervals would overlap
+    assert bootstrap_interval(a, counts)[0] < bootstrap_interval(b, counts)[1]  # the unpaired intervals overlap
+    assert np.isnan(paired_difference([0], [0], [0])[0])
+    with pytest.raises(ValueError, match="differ"):
+        paired_difference([1, 2], [1], [3, 3])
 
 
 # ---------------------------------------------------------------------------------------------- PCK helper

@@ -153,6 +153,23 @@ def bootstrap_interval(hits: ArrayLike, counts: ArrayLike, per_pair: bool = Fals
     return float(lo), float(hi)
 
 
+def paired_difference(hits_a: ArrayLike, hits_b: ArrayLike, counts: ArrayLike, n_boot: int = 1000, seed: int = 0,
+                      level: float = 0.95) -> tuple[float, float, float]:
+    """Per-keypoint PCK of method A minus method B on the SAME pairs, with a paired bootstrap interval
+    (both methods resampled with the same pairs, so pair difficulty cancels): (difference, lo, hi)."""
+    a, b = np.asarray(hits_a, np.float64).reshape(-1), np.asarray(hits_b, np.float64).reshape(-1)
+    c = np.asarray(counts, np.float64).reshape(-1)
+    if not (a.shape == b.shape == c.shape):
+        raise ValueError(f"hits {a.shape}, {b.shape} and counts {c.shape} differ")
+    if c.sum() <= 0:
+        return float("nan"), float("nan"), float("nan")
+    idx = np.random.default_rng([seed, 0xD1FF]).integers(0, len(c), size=(n_boot, len(c)))
+    stats = (a[idx].sum(axis=1) - b[idx].sum(axis=1)) / np.maximum(c[idx].sum(axis=1), 1e-12)
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(stats, [tail, 100 - tail])
+    return float((a.sum() - b.sum()) / c.sum()), float(lo), float(hi)
+
+
 def pck_from_distances(distances: Sequence[np.ndarray], thresholds: Sequence[float],
                        alphas: Sequence[float] = DEFAULT_ALPHAS, n_boot: int = 1000,
                        seed: int = 0) -> dict[str, object]:

@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from sc_imagenet.evaluate.benchmarks.base import BENCHMARKS, BenchmarkError, load_benchmark
-from sc_imagenet.evaluate.benchmarks.score import format_results, merge_columns, score_benchmark, write_predictions
+from sc_imagenet.evaluate.benchmarks.score import (
+    format_differences,
+    format_results,
+    merge_columns,
+    paired_differences,
+    score_benchmark,
+    write_predictions,
+)
 from sc_imagenet.io.checkpoints import CheckpointError, load_checkpoint
 from sc_imagenet.registry import UnknownNameError
 
@@ -61,6 +68,10 @@ def _run(args: argparse.Namespace) -> int:
     BENCHMARKS[args.benchmark]  # unknown name: UnknownNameError listing the known ones
     for name in args.method:
         METHODS[name]
+    if getattr(args, "reference", None) is None:
+        args.reference = args.method[0]
+    elif args.reference not in args.method:
+        raise BenchmarkError(f"--reference {args.reference} is not one of --method {' '.join(args.method)}")
     checkpoint = Path(args.checkpoint) if args.checkpoint else None
     if "generator" in args.method and checkpoint is None:
         raise BenchmarkError("--method generator needs --checkpoint <out>/artifacts/train/generator.pt")
@@ -92,10 +103,15 @@ def _run(args: argparse.Namespace) -> int:
         results.append(res)
         columns.append(cols)
     print(format_results(results, args.alphas))
+    diffs = []
+    if len(results) > 1:
+        diffs = paired_differences(results, columns, args.method.index(args.reference), tuple(args.alphas),
+                                   seed=args.seed)
+        print(format_differences(diffs, args.alphas))
     if args.predictions is not None:
         write_predictions(args.predictions, merge_columns(columns))
         print(f"predictions: {args.predictions} ({len(columns[0]['pair_id'])} keypoints × {len(columns)} method(s))")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"results": results}, indent=2, default=str) + "\n")
+        args.json.write_text(json.dumps({"results": results, "differences": diffs}, indent=2, default=str) + "\n")
     return 0

@@ -23,7 +23,7 @@ from PIL import Image
 
 from sc_imagenet.evaluate.benchmarks.base import Benchmark
 from sc_imagenet.evaluate.methods import Method
-from sc_imagenet.evaluate.pck import pck_from_distances
+from sc_imagenet.evaluate.pck import paired_difference, pck_from_distances
 from sc_imagenet.io.images import load_rgb
 
 DEFAULT_ALPHAS = (0.05, 0.1, 0.15)
@@ -143,6 +143,53 @@ def merge_columns(parts: Sequence[dict[str, list[Any]]]) -> dict[str, list[Any]]
         for c in out:
             out[c].extend(part[c])
     return out
+
+
+def per_pair_hits(cols: dict[str, list[Any]], alphas: Sequence[float]) -> tuple[list[str], dict[float, np.ndarray],
+                                                                            np.ndarray]:
+    """(pair ids in order, correct keypoints per pair for each α, keypoints per pair) from prediction columns;
+    a skipped pair's keypoints count as wrong."""
+    pair_ids = list(dict.fromkeys(cols["pair_id"]))
+    where = {p: i for i, p in enumerate(pair_ids)}
+    idx = np.array([where[p] for p in cols["pair_id"]], np.int64)
+    dist = np.nan_to_num(np.asarray(cols["distance"], np.float64), nan=np.inf)
+    thr = np.asarray(cols["threshold"], np.float64)
+    counts = np.bincount(idx, minlength=len(pair_ids)).astype(np.float64)
+    hits = {a: np.bincount(idx, weights=(dist <= a * thr).astype(np.float64), minlength=len(pair_ids))
+            for a in alphas}
+    return pair_ids, hits, counts
+
+
+def paired_differences(results: Sequence[dict[str, Any]], columns: Sequence[dict[str, list[Any]]],
+                       reference: int = 0, alphas: Sequence[float] = DEFAULT_ALPHAS, n_boot: int = 1000,
+                       seed: int = 0) -> list[dict[str, Any]]:
+    """Every method's per-keypoint PCK minus the reference method's, on the same pairs, with a paired bootstrap
+    95 % interval: [{"method", "reference", "diff@α": [difference, lo, hi], ...}]."""
+    ref_ids, ref_hits, counts = per_pair_hits(columns[reference], alphas)
+    out = []
+    for i, (res, cols) in enumerate(zip(results, columns, strict=True)):
+        if i == reference:
+            continue
+        ids, hits, _ = per_pair_hits(cols, alphas)
+        if ids != ref_ids:
+            raise ValueError(f"methods {res['method']!r} and {results[reference]['method']!r} scored different pairs")
+        row: dict[str, Any] = {"method": res["method"], "reference": results[reference]["method"]}
+        for a in alphas:
+            row[f"diff@{a:g}"] = list(paired_difference(hits[a], ref_hits[a], counts, n_boot, seed))
+        out.append(row)
+    return out
+
+
+def format_differences(diffs: Sequence[dict[str, Any]], alphas: Sequence[float] = DEFAULT_ALPHAS) -> str:
+    if not diffs:
+        return ""
+    lines = [f"paired differences, per keypoint, vs {diffs[0]['reference']} [95 % paired bootstrap over pairs]"]
+    width = max(6, *(len(d["method"]) for d in diffs))
+    for d in diffs:
+        cells = "".join(f"  PCK@{a:g} {d[f'diff@{a:g}'][0]:+.3f} [{d[f'diff@{a:g}'][1]:+.3f}, "
+                        f"{d[f'diff@{a:g}'][2]:+.3f}]" for a in alphas)
+        lines.append(f"{d['method']:<{width}}{cells}")
+    return "\n".join(lines)
 
 
 def format_results(results: Sequence[dict[str, Any]], alphas: Sequence[float] = DEFAULT_ALPHAS) -> str:
