@@ -20,10 +20,11 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 
-from sc_imagenet.build import BuildPlan, ensure_data, execute_stage, plan_build
+from sc_imagenet.build import BuildPlan, MapShards, ensure_data, execute_stage, plan_build
 from sc_imagenet.config import load_config, write_resolved_config
 from sc_imagenet.io.locks import BuildLock
 from sc_imagenet.io.manifest import read_stage_record
+from sc_imagenet.orchestration.scale_out import DEFAULT_DASK_WORKERS, RunnerOptions, shard_mapper
 from sc_imagenet.paths import default_builds_dir
 from sc_imagenet.reporting import build_summary_rows, markdown_table, quality_lines
 from sc_imagenet.stages import STAGES
@@ -62,8 +63,10 @@ class _ProgressArtifact:
 
 
 @task(name="stage", task_run_name="{name}", cache_policy=NO_CACHE)
-def stage_task(plan: BuildPlan, name: str) -> dict[str, Any]:
-    result = execute_stage(plan, name, get_run_logger().info, _show_progress(), _ProgressArtifact(name))
+def stage_task(plan: BuildPlan, name: str, map_shards: MapShards | None = None) -> dict[str, Any]:
+    """One stage. With `map_shards` (runner `dask`) its categories run as `shard` tasks on the cluster and
+    this task writes `_stage.json` after all of them finished."""
+    result = execute_stage(plan, name, get_run_logger().info, _show_progress(), _ProgressArtifact(name), map_shards)
     if result.summary:
         create_table_artifact(
             key=artifact_key(name, "summary"),
@@ -87,6 +90,9 @@ def build_sc_imagenet(
     stages: list[str] | None = None,
     force: str | None = None,
     overrides: dict[str, Any] | None = None,
+    runner: str = "sequential",
+    dask_address: str | None = None,
+    dask_workers: int = DEFAULT_DASK_WORKERS,
 ) -> list[dict[str, Any]]:
     """Build SC-ImageNet.
 
@@ -97,7 +103,13 @@ def build_sc_imagenet(
         stages: subset of stages to run (default: all, in pipeline order).
         force: rerun this stage and everything downstream even if complete.
         overrides: nested config overrides, e.g. {"index": {"workers": 8}}.
+        runner: `sequential` (default) or `dask`: the categories of index, detect, label and consistency
+            as Prefect tasks on a Dask cluster (prefect-dask's DaskTaskRunner).
+        dask_address: scheduler of an existing Dask cluster, `tcp://host:8786` (runner `dask`); without it
+            a LocalCluster runs for the flow run.
+        dask_workers: worker processes of that LocalCluster.
     """
+    options = RunnerOptions(runner, dask_address, dask_workers).checked()
     cfg = load_config(config, overrides, data_root)
     plan = plan_build(cfg, config, out or default_out(config), stages, force)
     logger = get_run_logger()
@@ -105,7 +117,9 @@ def build_sc_imagenet(
     with BuildLock(plan.out_dir):
         data_task(plan)
         write_resolved_config(plan.cfg, plan.out_dir, plan.profile)
-        results = [stage_task.with_options(tags=list(STAGES[name].tags))(plan, name) for name in plan.stages]
+        with shard_mapper(options, plan, logger.info) as map_shards:
+            results = [stage_task.with_options(tags=list(STAGES[name].tags))(plan, name, map_shards)
+                       for name in plan.stages]
     rows = build_summary_rows(plan.out_dir)
     summary = "\n\n".join([markdown_table(rows), *quality_lines(plan.out_dir)])
     create_markdown_artifact(key="build-summary", markdown=summary, description=f"sc-imagenet build at {plan.out_dir}")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,18 @@ from sc_imagenet.io.manifest import (
     list_shards,
     read_stage_record,
     runtime_versions,
+    shard_is_current,
     write_stage_record,
 )
 from sc_imagenet.io.storage import storage_error
 from sc_imagenet.stages import STAGES, StageContext, downstream_of, pipeline_order
+from sc_imagenet.stages.base import (
+    ShardedStage,
+    ShardResult,
+    StageOutput,
+    process_cached,
+    run_scoped,
+)
 from sc_imagenet.stages.schema import volatile_columns
 
 
@@ -198,8 +207,13 @@ def execute_stage(
     log: Callable[[str], None] = print,
     progress: bool = True,
     on_progress: Callable[[float], None] | None = None,
+    map_shards: MapShards | None = None,
 ) -> StageResult:
-    """Run one stage unless it is complete for this fingerprint; resume at shard level otherwise."""
+    """Run one stage unless it is complete for this fingerprint; resume at shard level otherwise.
+
+    With `map_shards` (the flow's Dask path), a `ShardedStage`'s categories are handed to it as separate
+    tasks (`execute_shard` each) and only the finalize step (merge, clean, content hash, `_stage.json`)
+    runs here, after every category has finished; other stages run here as always."""
     stage = STAGES[name]
     sdir = plan.stage_dir(name)
     fp = plan.fingerprints[name]
@@ -217,15 +231,12 @@ def execute_stage(
     _fail_once(plan, name)
     sdir.mkdir(parents=True, exist_ok=True)
     timer = Timer()
-    ctx = StageContext(plan.cfg, plan.out_dir, plan.data_root, sdir, fp, inputs, progress, log, on_progress,
-                       plan.artifact_dir(name))
-    try:
-        out = stage.run(ctx)
-    except OSError as exc:
-        err = storage_error(exc, f"[{name}] cannot write under {plan.out_dir}")
-        if err is not None:
-            raise err from exc
-        raise
+    ctx = stage_context(plan, name, inputs, log, progress, on_progress)
+    with _storage_errors(plan, name):
+        if map_shards is not None and isinstance(stage, ShardedStage):
+            out = _run_mapped(stage, ctx, map_shards)
+        else:
+            out = stage.run(ctx)
     _clean_leftovers(sdir, out.shards, plan.artifact_dir(name))
     content = content_hash(sdir, out.shards, volatile_columns(stage.schema))
     record = StageRecord(
@@ -239,6 +250,64 @@ def execute_stage(
     log(f"[{name}] done in {record.wall_s:.1f}s: {record.rows} rows {record.rows_by_status}"
         + (f", {out.shards_skipped} finished shards kept from an earlier run" if out.shards_skipped else ""))
     return StageResult(name, False, record, out.summary)
+
+
+MapShards = Callable[[str, list[str], Callable[[int, int], None]], list[ShardResult]]
+"""(stage name, categories to write, progress(done, total)) → their `ShardResult`s in the same order, each
+from `execute_shard`."""
+
+
+def stage_context(plan: BuildPlan, name: str, inputs: dict[str, Path] | None = None,
+                  log: Callable[[str], None] = print, progress: bool = False,
+                  on_progress: Callable[[float], None] | None = None) -> StageContext:
+    inputs = inputs if inputs is not None else {i: plan.stage_dir(i) for i in STAGES[name].inputs}
+    return StageContext(plan.cfg, plan.out_dir, plan.data_root, plan.stage_dir(name), plan.fingerprints[name],
+                        inputs, progress, log, on_progress, plan.artifact_dir(name))
+
+
+@contextmanager
+def _storage_errors(plan: BuildPlan, name: str) -> Iterator[None]:
+    """A full disk or a read-only output folder becomes a `StorageError` that says where."""
+    try:
+        yield
+    except OSError as exc:
+        err = storage_error(exc, f"[{name}] cannot write under {plan.out_dir}")
+        if err is not None:
+            raise err from exc
+        raise
+
+
+def _run_mapped(stage: ShardedStage, ctx: StageContext, map_shards: MapShards) -> StageOutput:
+    """Plan the categories here, write them through `map_shards`, finalize here. Categories an interrupted
+    run finished are handed out too: their tasks only count them (`ShardedStage.run_shard`)."""
+    wnids = stage.shard_keys(ctx)
+    results = map_shards(stage.name, wnids, ctx.report_progress)
+    if [r.wnid for r in results] != wnids:
+        raise RuntimeError(f"[{stage.name}] map_shards returned {[r.wnid for r in results]}, expected {wnids}")
+    skipped = sum(r.skipped for r in results)
+    workers = sorted({r.worker for r in results if not r.skipped})
+    ctx.log(f"[{stage.name}] {len(wnids) - skipped} category shards written on {len(workers)} worker "
+            f"process(es), {skipped} already finished")
+    out = stage.finalize(ctx, results, run_scoped(lambda: stage.load_shared(ctx)))
+    out.extra["shard_workers"] = len(workers)  # worker processes that wrote this run's shards
+    return out
+
+
+def execute_shard(plan: BuildPlan, name: str, wnid: str, log: Callable[[str], None] = print) -> ShardResult:
+    """One category of a `ShardedStage` (a Dask task's body): written unless already current for this
+    fingerprint, atomically, with the stage's shared state (a model) cached in this process across tasks.
+    The flow has checked the inputs and prepared the stage folder (`execute_stage`); `_stage.json` is the
+    flow's to write once every category is done."""
+    stage = STAGES[name]
+    if not isinstance(stage, ShardedStage):
+        raise ValueError(f"stage {name!r} is not category-sharded; it runs as one task")
+    ctx = stage_context(plan, name, log=log)
+
+    def shared() -> Any:
+        return process_cached(name, stage.shared_key(ctx), lambda: stage.load_shared(ctx))
+
+    with _storage_errors(plan, name):
+        return stage.run_shard(ctx, wnid, shared)
 
 
 def stage_states(out_dir: Path, cfg: BuildConfig | None = None) -> list[dict[str, Any]]:
@@ -275,6 +344,8 @@ def stage_states(out_dir: Path, cfg: BuildConfig | None = None) -> list[dict[str
             state = "complete" if record.fingerprint == expected[name] else "stale"
         else:
             state = "partial" if shards else "missing"
+        done, expected_shards = (_shard_progress(out, name, shards, expected.get(name)) if state == "partial"
+                                 else (None, None))
         rows.append({
             "stage": name,
             "state": state,
@@ -286,8 +357,22 @@ def stage_states(out_dir: Path, cfg: BuildConfig | None = None) -> list[dict[str
             "expected_fingerprint": expected.get(name),
             "wall_s": record.wall_s if record else None,
             "reason": reason,
+            "shards_done": done,  # partial only: finished shards (of this fingerprint, when it is known)
+            "shards_expected": expected_shards,  # partial only: categories the upstream manifest names, or None
         })
     return rows
+
+
+def _shard_progress(out: Path, name: str, shards: list[Path], fp: str | None) -> tuple[int, int | None]:
+    """(finished shards, shards the stage will have) of a partial stage: a shard counts when it carries the
+    expected fingerprint (any shard when that is unknown); the total comes from the upstream manifest."""
+    done = sum(shard_is_current(p, fp) for p in shards) if fp is not None else len(shards)
+    stage = STAGES[name]
+    try:
+        planned = stage.planned_shards({i: stage_dir(out, i) for i in stage.inputs})
+    except (OSError, ValueError):  # an unreadable upstream manifest: the total is just unknown
+        planned = None
+    return done, len(planned) if planned is not None else None
 
 
 def ensure_data(plan: BuildPlan, log: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:

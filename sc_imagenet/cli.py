@@ -22,7 +22,17 @@ def _plan(args: argparse.Namespace, profile: str):
     return plan_build(cfg, profile, out, args.stages, args.force), overrides
 
 
+def _runner_options(args: argparse.Namespace):
+    from sc_imagenet.orchestration.scale_out import RunnerOptions
+
+    options = RunnerOptions(args.runner, args.dask_address, args.dask_workers).checked()
+    if options.runner != "sequential" and getattr(args, "no_prefect", False):
+        raise ConfigError("--runner dask: runs the categories as Prefect tasks; drop --no-prefect")
+    return options
+
+
 def _run_flow(args: argparse.Namespace, profile: str) -> int:
+    options = _runner_options(args)
     plan, overrides = _plan(args, profile)  # fail fast, before Prefect starts
     if args.no_prefect:
         from sc_imagenet.build import run_build_locally
@@ -32,7 +42,9 @@ def _run_flow(args: argparse.Namespace, profile: str) -> int:
         from flows.build_sc_imagenet import build_sc_imagenet
 
         build_sc_imagenet(config=profile, data_root=args.data_root, out=str(plan.out_dir),
-                          stages=plan.stages, force=args.force, overrides=overrides or None)
+                          stages=plan.stages, force=args.force, overrides=overrides or None,
+                          runner=options.runner, dask_address=options.dask_address,
+                          dask_workers=options.dask_workers)
     from sc_imagenet.reporting import print_status
 
     print_status(plan.out_dir)
@@ -48,7 +60,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return _run_flow(args, "demo")
     from sc_imagenet.orchestration.demo import run_demo_deployment
 
-    return run_demo_deployment(out=args.out)
+    options = _runner_options(args)
+    params = ({"runner": options.runner, "dask_address": options.dask_address, "dask_workers": options.dask_workers}
+              if options.runner != "sequential" else {})
+    return run_demo_deployment(out=args.out, params={k: v for k, v in params.items() if v is not None})
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -128,6 +143,13 @@ def _add_build_args(p: argparse.ArgumentParser, with_config: bool) -> None:
     p.add_argument("--force", help="rerun this stage and everything downstream")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. index.workers=8")
     p.add_argument("--no-prefect", action="store_true", help="run the stages without the Prefect flow")
+    p.add_argument("--runner", default="sequential",
+                   help="sequential (default) or dask: the categories of index, detect, label and consistency as "
+                   "Prefect tasks on a Dask cluster")
+    p.add_argument("--dask-address", metavar="tcp://HOST:8786",
+                   help="scheduler of a running Dask cluster (with --runner dask; default: a LocalCluster)")
+    p.add_argument("--dask-workers", type=int, default=2, metavar="N",
+                   help="worker processes of the LocalCluster --runner dask starts (default 2)")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -160,6 +182,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmark", required=True, help="pf-willow, pf-pascal, spair or synthetic")
     p.add_argument("--root", required=True, type=Path, help="the benchmark folder as downloaded (nothing is fetched)")
     p.add_argument("--method", nargs="+", default=["nn"], help="registered method(s): nn, mnn, nn-rhm, generator, ...")
+    p.add_argument("--reference", help="with several methods, print each one's PCK minus this one's on the same pairs "
+                   "with a paired bootstrap interval (default: the first --method)")
     p.add_argument("--checkpoint", type=Path, help="trained generator (<out>/artifacts/train/generator.pt); "
                    "its backbone and input size become the default for every method")
     p.add_argument("--backbone", help="backbone registry name (default: the generator's, else dense-sift)")

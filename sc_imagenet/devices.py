@@ -30,3 +30,17 @@ def torch_threads_kept() -> Iterator[None]:
     finally:
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run a block with torch on `count` CPU threads, then put the previous count back. A Dask worker
+    process starts with OMP_NUM_THREADS=1 (torch: 1 thread) while the flow's process has one per core, and
+    CPU kernels (convolutions, reductions) split their sums by thread count: the last bits of a detection's
+    confidence differed. A shard task runs with the flow process's count, so both paths compute alike."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

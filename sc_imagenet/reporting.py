@@ -13,10 +13,20 @@ def build_summary_rows(out_dir: Path) -> list[dict[str, Any]]:
     rows = []
     for s in stage_states(out_dir):
         by_status = ", ".join(f"{k}={v}" for k, v in s["rows_by_status"].items())
-        rows.append({"stage": s["stage"], "state": s["state"], "rows": s["rows"] if s["rows"] is not None else "",
+        rows.append({"stage": s["stage"], "state": state_cell(s), "rows": s["rows"] if s["rows"] is not None else "",
                      "by status": by_status, "seconds": s["wall_s"] if s["wall_s"] is not None else "",
                      "path": s["path"]})
     return rows
+
+
+def state_cell(state: dict[str, Any]) -> str:
+    """`partial (3/6 shards)`: how far an interrupted or running stage got (`3 shards` when the total is not
+    known yet); other states as they are."""
+    if state["state"] != "partial" or state.get("shards_done") is None:
+        return state["state"]
+    total = state.get("shards_expected")
+    return f"partial ({state['shards_done']}/{total} shards)" if total is not None else \
+        f"partial ({state['shards_done']} shards)"
 
 
 _PCK_LABELS = (("", "generator"), ("mnn_", "MNN baseline"), ("nn_", "NN, same transfer"))

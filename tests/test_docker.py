@@ -406,7 +406,13 @@ def test_every_command_is_provided_by_its_image():
                if ep.group == "console_scripts"}
     assert "prefect" in scripts
     assert any(re.match(r"prefect\b", d) for d in PYPROJECT["project"]["dependencies"])
-    project_programs = set(PYPROJECT["project"]["scripts"]) | {"prefect"} | BASE_IMAGE_PROGRAMS
+    # `dask scheduler` / `dask worker`: the `dask` script, its subcommands from distributed (both pinned)
+    assert "dask" in {ep.name for ep in importlib.metadata.distribution("dask").entry_points
+                      if ep.group == "console_scripts"}
+    assert {"scheduler", "worker"} <= {ep.name for ep in importlib.metadata.distribution("distributed").entry_points
+                                       if ep.group == "dask_cli"}
+    assert {"dask", "distributed"} <= {re.match(r"[\w-]+", d).group(0) for d in PYPROJECT["project"]["dependencies"]}
+    project_programs = set(PYPROJECT["project"]["scripts"]) | {"prefect", "dask"} | BASE_IMAGE_PROGRAMS
     for name, svc in services().items():
         allowed = (project_programs if flavour_of(svc)
                    else THIRD_PARTY_PROGRAMS.get(image_repo(svc["image"]), frozenset()))
@@ -448,6 +454,41 @@ def test_prefect_commands_exist_with_their_options():
             assert re.search(rf"(?<![\w-]){re.escape(opt)}(?![\w-])", text), f"{where}: prefect {path} has no {opt}"
         seen.append(tuple(path))
     assert {("server", "start"), ("worker", "start"), ("deploy",)} <= set(seen)
+
+
+def test_dask_commands_exist_with_their_options():
+    """`dask scheduler` and `dask worker` as the compose file runs them: real subcommands of the installed
+    dask CLI with options it has; the worker advertises the GPU resource the GPU stages' tasks ask for and
+    reaches the scheduler's service and port."""
+    svcs = services()
+    seen = {}
+    for where, argv in all_project_commands():
+        if argv[0] != "dask":
+            continue
+        res = subprocess.run([str(BIN / "dask"), argv[1], "--help"], capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "COLUMNS": "250", "NO_COLOR": "1"})
+        assert res.returncode == 0, f"{where}: dask {argv[1]} --help: {res.stderr[-1000:]}"
+        for opt in (t.split("=")[0] for t in argv if t.startswith("--")):
+            assert re.search(rf"(?<![\w-]){re.escape(opt)}(?![\w-])", res.stdout), \
+                f"{where}: dask {argv[1]} has no {opt}"
+        seen[argv[1]] = (where, argv)
+    assert {"scheduler", "worker"} <= set(seen)
+    scheduler = next(n for n, s in svcs.items() if any(a[:2] == ["dask", "scheduler"] for a in service_commands(s)))
+    sched_argv = seen["scheduler"][1]
+    port = sched_argv[sched_argv.index("--port") + 1]
+    worker_argv = seen["worker"][1]
+    assert f"tcp://{scheduler}:{port}" in worker_argv
+    assert worker_argv[worker_argv.index("--resources") + 1] == "GPU=1"
+    worker = next(s for s in svcs.values() if any(a[:2] == ["dask", "worker"] for a in service_commands(s)))
+    assert flavour_of(worker) == "cuda"
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert any("gpu" in d["capabilities"] and d.get("driver") == "nvidia" for d in devices)
+    # shard tasks open the files the flow's plan names: same mounts as the Prefect worker
+    prefect_worker = next(s for s in svcs.values() if any(a[:3] == ["prefect", "worker", "start"]
+                                                          for a in service_commands(s)))
+    assert sorted(worker["volumes"]) == sorted(prefect_worker["volumes"])
+    assert env_of(worker).get("SC_IMAGENET_BUILDS") == env_of(prefect_worker).get("SC_IMAGENET_BUILDS")
+    assert f"dask_address=tcp://{scheduler}:{port}" in COMPOSE_FILE.read_text()  # the documented run command
 
 
 def test_pool_names_match_prefect_yaml():

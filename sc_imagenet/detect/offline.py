@@ -25,8 +25,15 @@ def import_ultralytics(config_dir: Path | None = None) -> Any:
         cfg_dir = Path(config_dir or DEFAULT_CONFIG_DIR)
         cfg_dir.mkdir(parents=True, exist_ok=True)
         os.environ["YOLO_CONFIG_DIR"] = str(cfg_dir)
+    # ultralytics' import sets OMP_NUM_THREADS=1 in os.environ when it is unset: every process started
+    # afterwards (a Dask LocalCluster worker, torchrun, a subprocess build) would then run torch on one thread
+    # and compute other last bits than this process. Keep the environment as it was.
+    omp = os.environ.get("OMP_NUM_THREADS")
     import ultralytics
     from ultralytics import settings
+
+    if omp is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
 
     if settings.get("sync", False):
         settings.update({"sync": False})

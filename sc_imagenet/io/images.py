@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,16 +34,28 @@ STATUSES: dict[str, str] = {
 VERIFY_MODES = ("header", "draft", "full")
 
 
+_lift_lock = threading.Lock()
+_lifts = 0  # scans running with the limit lifted (category threads of one process)
+_saved_limit: int | None = None
+
+
 @contextmanager
 def pil_pixel_limit_lifted() -> Iterator[None]:
     """Our own `max_pixels` check replaces PIL's global bomb limit while a scan runs (so too-large
     images still report their dimensions); PIL's limit is restored afterwards."""
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
+    global _lifts, _saved_limit
+    with _lift_lock:  # re-entrant across threads: the limit comes back when the last scan ends
+        if _lifts == 0:
+            _saved_limit = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+        _lifts += 1
     try:
         yield
     finally:
-        Image.MAX_IMAGE_PIXELS = previous
+        with _lift_lock:
+            _lifts -= 1
+            if _lifts == 0:
+                Image.MAX_IMAGE_PIXELS = _saved_limit
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,9 @@ from sc_imagenet.orchestration.local import LocalPrefect
 from sc_imagenet.paths import REPO_ROOT, default_builds_dir
 
 
-def run_demo_deployment(out: str | None = None, prefect_home: Path | None = None) -> int:
+def run_demo_deployment(out: str | None = None, prefect_home: Path | None = None,
+                        params: dict[str, object] | None = None) -> int:
+    """`params`: further flow parameters of the run (e.g. `{"runner": "dask"}`)."""
     home = prefect_home or REPO_ROOT / ".prefect"
     builds = default_builds_dir()
     out_dir = Path(out).resolve() if out else builds / "demo"
@@ -24,7 +26,7 @@ def run_demo_deployment(out: str | None = None, prefect_home: Path | None = None
               f"; UI at {prefect.api_url.removesuffix('/api')})", flush=True)
         prefect.serve(cwd=REPO_ROOT, env=prefect.env(SC_IMAGENET_BUILDS=str(builds)))
         print("serving deployments build-sc-imagenet/demo and build-sc-imagenet/imagenet", flush=True)
-        result = prefect.run_deployment("demo", params={"out": str(out_dir)})
+        result = prefect.run_deployment("demo", params={"out": str(out_dir), **(params or {})})
     wall = time.monotonic() - t0
     if result.returncode != 0:
         print(f"\nthe demo deployment run failed (exit {result.returncode}); logs: {home / 'logs'}")

@@ -7,18 +7,23 @@ flow only wraps that call in a task.
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm.auto import tqdm
 
 from sc_imagenet.config import BuildConfig
-from sc_imagenet.io.manifest import shard_is_current, shard_path
+from sc_imagenet.io.manifest import category_shards, read_stage_record, shard_is_current, shard_path
 from sc_imagenet.registry import Registry
 from sc_imagenet.stages.schema import PARTITION_COLUMN, select_columns
 
@@ -127,6 +132,150 @@ class Stage(ABC):
     @abstractmethod
     def run(self, ctx: StageContext) -> StageOutput:
         """Write the stage's shards under `ctx.stage_dir`, skipping those `ctx.shard_done` accepts."""
+
+    def device(self, cfg: BuildConfig) -> str | None:
+        """The configured torch device of a `gpu`-tagged stage (`auto`, `cpu`, `cuda:N`); None otherwise."""
+        return None
+
+    def planned_shards(self, inputs: dict[str, Path]) -> list[str] | None:
+        """The categories this stage writes one shard each for, as its upstream manifests say; None when that
+        cannot be known yet (not partitioned, or the upstream stage has no record). Default: the category
+        shards of the first partitioned input."""
+        if not self.partitioned:
+            return None
+        for name in self.inputs:
+            if STAGES[name].partitioned:
+                upstream = inputs[name]
+                return category_shards(upstream) if read_stage_record(upstream) is not None else None
+        return None
+
+
+@dataclass
+class ShardResult:
+    """What one category shard reports to the stage's finalize step: rows per status, whether it was already
+    current (no work done), and the figures of the work (counters, seconds) the stage record sums up."""
+
+    wnid: str
+    rows: int
+    by_status: dict[str, int]
+    skipped: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+    worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")  # where it ran
+
+
+Shared = Callable[[], Any]  # returns the stage's per-process state (a loaded model), loading it on first call
+
+
+class ShardedStage(Stage):
+    """A category-sharded stage whose categories are independent: plan the shards (`shard_keys`), write one
+    category (`shard_work`), and merge the shards' reports into the stage output (`finalize`).
+
+    The sequential `run` and the Dask path (`sc_imagenet.build.execute_shard`, one Prefect task per
+    category) call the very same `run_shard`, so both write the same bytes. State that is expensive to build
+    and the same for every category (a detector, the generator) comes from `load_shared` through a
+    `Shared` callable: loaded once per run sequentially, once per worker process on Dask.
+    """
+
+    unit: ClassVar[str] = "category"  # the progress bar's unit (`progress_total` counts them)
+
+    def shard_keys(self, ctx: StageContext) -> list[str]:
+        """Every category of this run's output, sorted."""
+        wnids = self.planned_shards(ctx.inputs)
+        if wnids is None:
+            raise RuntimeError(f"stage {self.name!r}: the upstream manifest does not name the categories")
+        return sorted(wnids)
+
+    def load_shared(self, ctx: StageContext) -> Any:
+        """Per-process state the categories share (a model); None when there is none."""
+        return None
+
+    def shared_key(self, ctx: StageContext) -> Hashable:
+        """What `load_shared`'s result depends on: a worker process reuses its cached state while this is
+        unchanged (same stage fingerprint and settings; devices and batch sizes are settings too)."""
+        return (ctx.fingerprint, ctx.cfg.model_dump_json(), str(ctx.data_root), tuple(sorted(ctx.inputs.items())))
+
+    def progress_total(self, ctx: StageContext, todo: list[str]) -> int:
+        """Work units (`unit`) of the categories still to write, for the progress bar."""
+        return len(todo)
+
+    def shard_threads(self, ctx: StageContext, todo: int) -> int:
+        """Threads the sequential run writes categories with (1: one after the other)."""
+        return 1
+
+    @abstractmethod
+    def shard_work(self, ctx: StageContext, wnid: str, path: Path, shared: Shared,
+                   advance: Callable[[int], None]) -> ShardResult:
+        """Write category `wnid`'s shard at `path` (a `ShardWriter`: it appears whole or not at all), calling
+        `advance(n)` as `n` work units finish."""
+
+    @abstractmethod
+    def finalize(self, ctx: StageContext, results: list[ShardResult], shared: Shared) -> StageOutput:
+        """The stage output from every category's report (`results`, in `shard_keys` order)."""
+
+    def run_shard(self, ctx: StageContext, wnid: str, shared: Shared,
+                  advance: Callable[[int], None] = lambda n: None) -> ShardResult:
+        """One category, idempotent: a shard already written with this fingerprint is only counted (no model
+        loaded, nothing rewritten); otherwise it is written (again) from scratch, atomically."""
+        path = ctx.shard(wnid)
+        if ctx.shard_done(path):
+            rows, by_status = count_statuses(path, self.status_column)
+            return ShardResult(wnid, rows, by_status, skipped=True)
+        return self.shard_work(ctx, wnid, path, shared, advance)
+
+    def run(self, ctx: StageContext) -> StageOutput:
+        """The sequential path: every category in this process (`shard_threads` at a time), one progress bar."""
+        wnids = self.shard_keys(ctx)
+        split = ctx.split_shards(wnids, self.status_column)  # logs how many an interrupted run finished
+        todo = [wnid for wnid, _ in split.todo]
+        shared = run_scoped(lambda: self.load_shared(ctx))
+        bar = tqdm(total=self.progress_total(ctx, todo), desc=self.name, unit=self.unit, disable=not ctx.progress)
+
+        def advance(n: int) -> None:
+            bar.update(n)
+            ctx.report_progress(bar.n, bar.total)
+
+        results = {wnid: ShardResult(wnid, sum(c.values()), c, skipped=True) for wnid, c in split.done.items()}
+        try:
+            with ThreadPoolExecutor(self.shard_threads(ctx, len(todo))) as pool:
+                futures = [pool.submit(self.shard_work, ctx, wnid, ctx.shard(wnid), shared, advance) for wnid in todo]
+                for fut in as_completed(futures):
+                    result = fut.result()
+                    results[result.wnid] = result
+        finally:
+            bar.close()
+        return self.finalize(ctx, [results[w] for w in wnids], shared)
+
+
+def run_scoped(load: Callable[[], Any]) -> Shared:
+    """`load()` once, on first need, for one sequential run (dropped with the run: a model does not outlive
+    its stage in a long build process)."""
+    cell: list[Any] = []
+    lock = threading.Lock()  # `shard_threads` > 1: one load, not one per thread
+
+    def get() -> Any:
+        with lock:
+            if not cell:
+                cell.append(load())
+            return cell[0]
+    return get
+
+
+_PROCESS_STATE: dict[str, tuple[Hashable, Any]] = {}
+_PROCESS_LOCK = threading.Lock()  # a Dask worker with several threads runs several categories at once
+
+
+def process_cached(stage: str, key: Hashable, load: Callable[[], Any]) -> Any:
+    """The stage's shared state in this (worker) process, loaded once per `key`: consecutive category tasks
+    of a stage on one Dask worker reuse the model. One entry per stage, so a new fingerprint replaces the
+    old model instead of piling up beside it."""
+    with _PROCESS_LOCK:
+        hit = _PROCESS_STATE.get(stage)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        _PROCESS_STATE.pop(stage, None)  # free the old model before loading the new one
+        value = load()
+        _PROCESS_STATE[stage] = (key, value)
+        return value
 
 
 STAGES: Registry[Stage] = Registry("stage")

@@ -22,12 +22,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
 from sc_imagenet.config import BuildConfig
 from sc_imagenet.dataset.loops import EdgeBank, FlowBank, image_consistency
 from sc_imagenet.io.manifest import ShardWriter, category_shards, shard_path
-from sc_imagenet.stages.base import Stage, StageContext, StageOutput, merge_counts, register_stage
+from sc_imagenet.stages.base import (
+    ShardedStage,
+    ShardResult,
+    Shared,
+    StageContext,
+    StageOutput,
+    merge_counts,
+    register_stage,
+)
 from sc_imagenet.stages.label import LabelStage
 from sc_imagenet.stages.schema import column, manifest_schema
 from sc_imagenet.stages.single_instance import read_kept_images
@@ -64,51 +71,52 @@ SCHEMA = manifest_schema(
 
 
 @register_stage
-class ConsistencyStage(Stage):
+class ConsistencyStage(ShardedStage):
     name = "consistency"
     schema_version = 1
     schema = SCHEMA
     inputs = ("label", "single_instance")
     description = "closed-loop consistency I_s → I_m → I_t → I_s over the stored flows"
+    unit = "img"
 
     def fingerprint_payload(self, cfg: BuildConfig, data_root: Path) -> dict[str, Any]:
         c = cfg.consistency
         return {"seed": cfg.seed, "loops": c.loops, "threshold": c.threshold}
 
-    def run(self, ctx: StageContext) -> StageOutput:
-        c = ctx.cfg.consistency
+    def shard_keys(self, ctx: StageContext) -> list[str]:
+        return category_shards(ctx.inputs["label"])
+
+    def progress_total(self, ctx: StageContext, todo: list[str]) -> int:
         label_dir = ctx.inputs["label"]
-        wnids = category_shards(label_dir)
-        split = ctx.split_shards(wnids, self.status_column)
-        counts = list(split.done.values())
-        total = sum(len(source_images(pq.read_table(shard_path(label_dir, wnid), columns=BASE_COLUMNS)))
-                    for wnid, _ in split.todo)
-        bar = tqdm(total=total, desc="consistency", unit="img", disable=not ctx.progress)
-        done, t0 = 0, time.perf_counter()
+        return sum(len(source_images(pq.read_table(shard_path(label_dir, wnid), columns=BASE_COLUMNS)))
+                   for wnid in todo)
 
-        def on_image() -> None:
-            nonlocal done
-            done += 1
-            bar.update(1)
-            ctx.report_progress(done, total)
+    def shard_work(self, ctx: StageContext, wnid: str, path: Path, shared: Shared,
+                   advance: Callable[[int], None]) -> ShardResult:
+        """One category in memory: its label shard, its kept boxes, its loops (nothing global: each source
+        image draws its loops with its own seeded generator inside its own clique)."""
+        c = ctx.cfg.consistency
+        t0 = time.perf_counter()
+        where = f"category {wnid}"
+        label = shard_path(ctx.inputs["label"], wnid)
+        base = pq.read_table(label, columns=BASE_COLUMNS)
+        bank = edge_bank(pq.read_table(label, columns=LABEL_COLUMNS, filters=pc.field(STATUS) == EDGE), where)
+        sizes = object_sizes(read_kept_images(ctx.inputs["single_instance"], KEPT_COLUMNS, wnids=[wnid]))
+        scores = score_category(bank, sizes, loops=c.loops, threshold=c.threshold, seed=ctx.cfg.seed,
+                                on_image=lambda: advance(1), where=where)
+        with ShardWriter(path, SCHEMA, ctx.fingerprint, self.schema_version) as writer:
+            writer.write_many(output_rows(base, bank, scores, where))
+        counts = status_counts(base, scores)
+        info = {"images": len({src for src, _ in bank.index}), "seconds": time.perf_counter() - t0}
+        return ShardResult(wnid, sum(counts.values()), counts, info=info)
 
-        for wnid, path in split.todo:  # one category in memory at a time
-            where = f"category {wnid}"
-            label = shard_path(label_dir, wnid)
-            base = pq.read_table(label, columns=BASE_COLUMNS)
-            bank = edge_bank(pq.read_table(label, columns=LABEL_COLUMNS, filters=pc.field(STATUS) == EDGE), where)
-            sizes = object_sizes(read_kept_images(ctx.inputs["single_instance"], KEPT_COLUMNS, wnids=[wnid]))
-            scores = score_category(bank, sizes, loops=c.loops, threshold=c.threshold, seed=ctx.cfg.seed,
-                                    on_image=on_image, where=where)
-            with ShardWriter(path, SCHEMA, ctx.fingerprint, self.schema_version) as writer:
-                writer.write_many(output_rows(base, bank, scores, where))
-            counts.append(status_counts(base, scores))
-            del base, bank, scores
-        bar.close()
-        elapsed = time.perf_counter() - t0
-        per_category = [category_summary(wnid, pq.read_table(path, columns=SUMMARY_COLUMNS), c.loops)
-                        for wnid, path in zip(wnids, split.shards, strict=True)]
-        by_status = merge_counts(counts)
+    def finalize(self, ctx: StageContext, results: list[ShardResult], shared: Shared) -> StageOutput:
+        c = ctx.cfg.consistency
+        per_category = [category_summary(r.wnid, pq.read_table(ctx.shard(r.wnid), columns=SUMMARY_COLUMNS), c.loops)
+                        for r in results]
+        fresh = [r.info for r in results if not r.skipped]
+        done, seconds = sum(i["images"] for i in fresh), sum(i["seconds"] for i in fresh)
+        by_status = merge_counts([r.by_status for r in results])
         images = sum(r["images"] for r in per_category)
         loops_run = sum(r["loops_run"] for r in per_category)
         mins = [r["min_loops"] for r in per_category if r["images"]]
@@ -118,9 +126,11 @@ class ConsistencyStage(Stage):
             "min_loops_per_image": min(mins) if mins else None,
             "images_with_fewer_loops": sum(r["images_with_fewer_loops"] for r in per_category),
             "loops_requested": c.loops, "threshold": c.threshold,
-            "ms_per_image": round(1000 * elapsed / done, 3) if done else None,  # this run's, reading included
+            # this run's, reading included; summed over categories (over workers, on Dask)
+            "ms_per_image": round(1000 * seconds / done, 3) if done else None,
         }
-        return StageOutput(sum(by_status.values()), by_status, split.shards, len(split.done), extra, per_category)
+        return StageOutput(sum(by_status.values()), by_status, [ctx.shard(r.wnid) for r in results],
+                           len(results) - len(fresh), extra, per_category)
 
 
 LABEL_COLUMNS = LabelStage.columns("src_id", "trg_id", "group", "status", "src_width", "src_height", "grid_h",

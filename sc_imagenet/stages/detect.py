@@ -8,21 +8,29 @@ into one shard per category; a killed run resumes at the first unfinished catego
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
 from sc_imagenet.config import BuildConfig, ConfigError
 from sc_imagenet.detect.backends import Detector, create_detector
 from sc_imagenet.detect.prefetch import iter_decoded_batches
 from sc_imagenet.detect.types import ImageDetections
-from sc_imagenet.io.manifest import ShardWriter, category_shards, shard_path
+from sc_imagenet.io.manifest import ShardWriter, shard_path
 from sc_imagenet.io.weights import WeightsError, resolve_weights, weights_sha256
-from sc_imagenet.stages.base import Stage, StageContext, StageOutput, merge_counts, register_stage
+from sc_imagenet.stages.base import (
+    ShardedStage,
+    ShardResult,
+    Shared,
+    StageContext,
+    StageOutput,
+    merge_counts,
+    register_stage,
+)
 from sc_imagenet.stages.index import IndexStage
 from sc_imagenet.stages.schema import column, manifest_schema
 
@@ -62,13 +70,14 @@ def detection_rows(image_id: str, dets: ImageDetections, class_names: list[str])
 
 
 @register_stage
-class DetectStage(Stage):
+class DetectStage(ShardedStage):
     name = "detect"
     schema_version = 2  # 2: box became list<float32> (was fixed_size_list[4])
     schema = SCHEMA
     inputs = ("index",)
     description = "object detection (ultralytics), every detection above detect.conf_floor"
     tags = ("gpu",)
+    unit = "img"
 
     def fingerprint_payload(self, cfg: BuildConfig, data_root: Path) -> dict[str, Any]:
         d = cfg.detect
@@ -86,41 +95,57 @@ class DetectStage(Stage):
         return create_detector(d.backend, weights=path, imgsz=d.imgsz, device=d.device, half=d.half,
                                conf_floor=d.conf_floor, iou=d.iou, max_det=d.max_det)
 
-    def run(self, ctx: StageContext) -> StageOutput:
+    def device(self, cfg: BuildConfig) -> str | None:
+        return cfg.detect.device
+
+    def load_shared(self, ctx: StageContext) -> Detector:
+        return self.make_detector(ctx.cfg)
+
+    def progress_total(self, ctx: StageContext, todo: list[str]) -> int:
+        return sum(len(readable_images(ctx.inputs["index"], wnid)) for wnid in todo)
+
+    def shard_work(self, ctx: StageContext, wnid: str, path: Path, shared: Shared,
+                   advance: Callable[[int], None]) -> ShardResult:
         d = ctx.cfg.detect
-        index_dir = ctx.inputs["index"]
-        split = ctx.split_shards(category_shards(index_dir), self.status_column)
-        counts = list(split.done.values())
-        work = [(wnid, path, readable_images(index_dir, wnid)) for wnid, path in split.todo]
-        total = sum(len(items) for _, _, items in work)
-        detector = self.make_detector(ctx.cfg)  # also when resuming: the record lists its class names
-        bar = tqdm(total=total, desc="detect", unit="img", disable=not ctx.progress)
+        items = readable_images(ctx.inputs["index"], wnid)
+        detector: Detector = shared()
         t0, done = time.perf_counter(), 0
-        for _wnid, path, items in work:
-            by_status: dict[str, int] = {}
-            with ShardWriter(path, SCHEMA, ctx.fingerprint, self.schema_version) as writer:
-                for batch in iter_decoded_batches(ctx.data_root, items, d.batch, d.decode_workers,
-                                                  d.prefetch_batches, d.max_pixels):
-                    decoded = [b for b in batch if b.rgb is not None]
-                    results = dict(zip([b.image_id for b in decoded], detector.detect([b.rgb for b in decoded]),
-                                       strict=True))
-                    for b in batch:
-                        dets = results.get(b.image_id) or ImageDetections.failed(b.error or "not decoded")
-                        rows = detection_rows(b.image_id, dets, detector.class_names)
-                        writer.write_many(rows)
-                        for r in rows:
-                            by_status[r["status"]] = by_status.get(r["status"], 0) + 1
-                    done += len(batch)
-                    bar.update(len(batch))
-                    ctx.report_progress(done, total)
-            counts.append(by_status)
-        bar.close()
-        elapsed = time.perf_counter() - t0
-        by_status = merge_counts(counts)
+        by_status: dict[str, int] = {}
+        with ShardWriter(path, SCHEMA, ctx.fingerprint, self.schema_version) as writer:
+            for batch in iter_decoded_batches(ctx.data_root, items, d.batch, d.decode_workers,
+                                              d.prefetch_batches, d.max_pixels):
+                decoded = [b for b in batch if b.rgb is not None]
+                results = dict(zip([b.image_id for b in decoded], detector.detect([b.rgb for b in decoded]),
+                                   strict=True))
+                for b in batch:
+                    dets = results.get(b.image_id) or ImageDetections.failed(b.error or "not decoded")
+                    rows = detection_rows(b.image_id, dets, detector.class_names)
+                    writer.write_many(rows)
+                    for r in rows:
+                        by_status[r["status"]] = by_status.get(r["status"], 0) + 1
+                done += len(batch)
+                advance(len(batch))
+        info = {"images": done, "seconds": time.perf_counter() - t0, **detector_info(detector)}
+        return ShardResult(wnid, sum(by_status.values()), by_status, info=info)
+
+    def finalize(self, ctx: StageContext, results: list[ShardResult], shared: Shared) -> StageOutput:
+        fresh = [r for r in results if not r.skipped]
+        # the record lists the detector's class names: from a shard that ran, else (every shard kept from an
+        # earlier run) from the detector itself, loaded here
+        info = fresh[0].info if fresh else detector_info(shared())
+        done = sum(r.info["images"] for r in fresh)
+        seconds = sum(r.info["seconds"] for r in fresh)
+        by_status = merge_counts([r.by_status for r in results])
         extra: dict[str, Any] = {
-            "images_detected": done, "images_per_s": round(done / elapsed, 2) if done else None,
-            "class_names": detector.class_names, "has_masks": detector.has_masks,
-            "device": getattr(detector, "device", None), "half": getattr(detector, "half", None),
+            "images_detected": done, "images_per_s": round(done / seconds, 2) if done else None,
+            **{k: info[k] for k in ("class_names", "has_masks", "device", "half")},
         }
         summary = [{"status": k, "rows": v} for k, v in sorted(by_status.items())]
-        return StageOutput(sum(by_status.values()), by_status, split.shards, len(split.done), extra, summary)
+        return StageOutput(sum(by_status.values()), by_status, [ctx.shard(r.wnid) for r in results],
+                           len(results) - len(fresh), extra, summary)
+
+
+def detector_info(detector: Detector) -> dict[str, Any]:
+    """What the stage record says about the detector (plain values: it travels back from Dask workers)."""
+    return {"class_names": list(detector.class_names), "has_masks": detector.has_masks,
+            "device": getattr(detector, "device", None), "half": getattr(detector, "half", None)}

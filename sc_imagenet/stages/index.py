@@ -1,26 +1,27 @@
 """Stage `index`: one row per file of every kept category, with its true format/size/mode or the
-reason it cannot be used. Categories are scanned in a thread pool, each task streaming its category
-into its own shard, so nothing holds a whole category's rows."""
+reason it cannot be used. Categories are scanned in a thread pool (or as Dask tasks), each task streaming
+its category into its own shard, so nothing holds a whole category's rows."""
 
 from __future__ import annotations
 
 import os
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from tqdm.auto import tqdm
 
 from sc_imagenet.config import BuildConfig
 from sc_imagenet.io.images import pil_pixel_limit_lifted, probe_image
-from sc_imagenet.io.manifest import ShardWriter, read_manifest
+from sc_imagenet.io.manifest import ShardWriter, read_manifest, read_stage_record
 from sc_imagenet.io.scan import list_files
 from sc_imagenet.stages.base import (
-    Stage,
+    ShardedStage,
+    ShardResult,
+    Shared,
     StageContext,
     StageOutput,
     merge_counts,
@@ -64,9 +65,10 @@ class ScanResult:
 
 
 def scan_category(task: ScanTask) -> ScanResult:
-    """Probe every file of one category folder and stream the rows into its shard (a worker thread's job)."""
+    """Probe every file of one category folder and stream the rows into its shard (one shard's work)."""
     counts: Counter[str] = Counter()
-    with ShardWriter(task.shard, SCHEMA, task.fingerprint, task.schema_version, task.row_group_size) as writer:
+    with pil_pixel_limit_lifted(), ShardWriter(task.shard, SCHEMA, task.fingerprint, task.schema_version,
+                                               task.row_group_size) as writer:
         for name in list_files(task.folder):
             path = task.folder / name
             probe = probe_image(path, task.verify, task.max_pixels)
@@ -85,7 +87,7 @@ def resolve_workers(requested: int, jobs: int) -> int:
 
 
 @register_stage
-class IndexStage(Stage):
+class IndexStage(ShardedStage):
     name = "index"
     schema_version = 1
     schema = SCHEMA
@@ -96,30 +98,35 @@ class IndexStage(Stage):
         # workers and row-group size change how, not what: they stay out of the fingerprint.
         return {"data_root": str(data_root), "verify": cfg.index.verify, "max_pixels": cfg.index.max_pixels}
 
-    def run(self, ctx: StageContext) -> StageOutput:
+    def planned_shards(self, inputs: dict[str, Path]) -> list[str] | None:
+        """The kept categories of the `categories` manifest."""
+        if read_stage_record(inputs["categories"]) is None:
+            return None
         wnid_col, keep_col = CATEGORY_COLUMNS
-        cats = read_manifest(ctx.inputs["categories"], columns=CATEGORY_COLUMNS, filter=pc.field(keep_col))
-        wnids = sorted(cats.column(wnid_col).to_pylist())
-        icfg = ctx.cfg.index
-        split = ctx.split_shards(wnids, self.status_column)
-        results = [ScanResult(wnid, sum(c.values()), c) for wnid, c in split.done.items()]
-        todo = [ScanTask(wnid, ctx.data_root / wnid, ctx.data_root, path, ctx.fingerprint, self.schema_version,
-                         icfg.verify, icfg.max_pixels, icfg.row_group_size) for wnid, path in split.todo]
-        workers = resolve_workers(icfg.workers, len(todo))
-        bar = tqdm(total=len(todo), desc="index", unit="category", disable=not ctx.progress)
+        cats = read_manifest(inputs["categories"], columns=CATEGORY_COLUMNS, filter=pc.field(keep_col))
+        return sorted(cats.column(wnid_col).to_pylist())
+
+    def shard_threads(self, ctx: StageContext, todo: int) -> int:
         # Threads, not processes: PIL decodes and pyarrow writes with the GIL released, and threads
         # avoid spawn's re-import of the caller's __main__ (a script without a main guard would
         # re-run the whole build in every worker).
-        with pil_pixel_limit_lifted(), ThreadPoolExecutor(workers) as pool:
-            for fut in as_completed([pool.submit(scan_category, t) for t in todo]):
-                results.append(fut.result())
-                bar.update()
-                ctx.report_progress(bar.n, len(todo))
-        bar.close()
+        return resolve_workers(ctx.cfg.index.workers, todo)
+
+    def shard_work(self, ctx: StageContext, wnid: str, path: Path, shared: Shared,
+                   advance: Callable[[int], None]) -> ShardResult:
+        icfg = ctx.cfg.index
+        result = scan_category(ScanTask(wnid, ctx.data_root / wnid, ctx.data_root, path, ctx.fingerprint,
+                                        self.schema_version, icfg.verify, icfg.max_pixels, icfg.row_group_size))
+        advance(1)
+        return ShardResult(wnid, result.rows, result.by_status)
+
+    def finalize(self, ctx: StageContext, results: list[ShardResult], shared: Shared) -> StageOutput:
         by_status = merge_counts([r.by_status for r in results])
         rows = sum(r.rows for r in results)
         bad = {k: v for k, v in by_status.items() if k != "ok"}
         summary = [{"wnid": r.wnid, "files": r.rows, "ok": r.by_status.get("ok", 0),
                     "bad": r.rows - r.by_status.get("ok", 0)} for r in sorted(results, key=lambda r: r.wnid)]
-        extra = {"categories": len(wnids), "workers": workers, "bad_by_reason": bad}
-        return StageOutput(rows, by_status, split.shards, len(split.done), extra, summary)
+        todo = sum(not r.skipped for r in results)
+        extra = {"categories": len(results), "workers": self.shard_threads(ctx, todo), "bad_by_reason": bad}
+        return StageOutput(rows, by_status, [ctx.shard(r.wnid) for r in results], len(results) - todo, extra,
+                           summary)

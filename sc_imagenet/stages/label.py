@@ -12,20 +12,27 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
 from sc_imagenet.config import BuildConfig, ConfigError
 from sc_imagenet.dataset.graph import group_edges, group_sizes, pair_groups
 from sc_imagenet.io.images import load_rgb
 from sc_imagenet.io.manifest import ShardWriter, category_shards, read_stage_record
-from sc_imagenet.stages.base import Stage, StageContext, StageOutput, merge_counts, register_stage
+from sc_imagenet.stages.base import (
+    ShardedStage,
+    ShardResult,
+    Shared,
+    StageContext,
+    StageOutput,
+    merge_counts,
+    register_stage,
+)
 from sc_imagenet.stages.schema import column, manifest_schema
 from sc_imagenet.stages.single_instance import foreground_provider, read_kept_images
 
@@ -58,13 +65,14 @@ SCHEMA = manifest_schema(
 
 
 @register_stage
-class LabelStage(Stage):
+class LabelStage(ShardedStage):
     name = "label"
     schema_version = 1
     schema = SCHEMA
     inputs = ("single_instance", "train")
     description = "pseudo-labels and dense flows on every edge of a per-category pair graph"
     tags = ("gpu",)
+    unit = "edge"
 
     def fingerprint_payload(self, cfg: BuildConfig, data_root: Path) -> dict[str, Any]:
         lab = cfg.label
@@ -79,40 +87,55 @@ class LabelStage(Stage):
                 "candidates": lab.candidates, "nms_cells": lab.nms_cells, "pixel_foreground": lab.pixel_foreground,
                 "foreground": foreground_source(cfg)}
 
-    def run(self, ctx: StageContext) -> StageOutput:
-        lab = ctx.cfg.label
-        si_dir = ctx.inputs["single_instance"]
-        wnids = category_shards(si_dir)
-        split = ctx.split_shards(wnids, self.status_column)
-        planned = planned_edges(si_dir, [w for w, _ in split.todo], lab.group_size)
-        bar = tqdm(total=sum(planned.values()), desc="label", unit="edge", disable=not ctx.progress)
-        work = LabelWork(ctx, bar, total=sum(planned.values()))
-        try:
-            for wnid, path in split.todo:
-                t0 = time.perf_counter()
-                edges = work.category(wnid, path)
-                work.seconds += time.perf_counter() - t0
-                work.total += edges - planned[wnid]  # unreadable images: fewer edges than planned
-                bar.total = work.total
-                bar.refresh()
-        finally:
-            bar.close()
-        summary = [category_summary(wnid, path) for wnid, path in zip(wnids, split.shards, strict=True)]
-        by_status = merge_counts([*split.done.values(), *work.counts])
+    def device(self, cfg: BuildConfig) -> str | None:
+        return cfg.label.device
+
+    def shard_keys(self, ctx: StageContext) -> list[str]:
+        return category_shards(ctx.inputs["single_instance"])
+
+    def load_shared(self, ctx: StageContext) -> LoadedGenerator:
+        return load_label_generator(ctx)
+
+    def progress_total(self, ctx: StageContext, todo: list[str]) -> int:
+        # edges if every kept image still decodes (unreadable images: the bar ends a little short)
+        return sum(planned_edges(ctx.inputs["single_instance"], todo, ctx.cfg.label.group_size).values())
+
+    def shard_work(self, ctx: StageContext, wnid: str, path: Path, shared: Shared,
+                   advance: Callable[[int], None]) -> ShardResult:
+        t0 = time.perf_counter()
+        work = LabelWork(ctx, shared, advance)
+        counts = work.category(wnid, path)
+        info = {"pair_forwards": work.pair_forwards, "images_encoded": work.images_encoded,
+                "empty_masks": work.empty_masks, "seconds": time.perf_counter() - t0,
+                "load_seconds": work.load_seconds, "device": work.device, "amp": work.amp}
+        return ShardResult(wnid, sum(counts.values()), counts, info=info)
+
+    def finalize(self, ctx: StageContext, results: list[ShardResult], shared: Shared) -> StageOutput:
+        summary = [category_summary(r.wnid, ctx.shard(r.wnid)) for r in results]
+        by_status = merge_counts([r.by_status for r in results])
+        fresh = [r.info for r in results if not r.skipped]
+
+        def total(key: str) -> float:
+            return sum(i[key] for i in fresh)
+
+        loaded = [i for i in fresh if i["device"] is not None]  # categories that ran the generator
         totals = {k: sum(r[k] for r in summary) for k in ("images", "groups", "edges", "unreadable",
                                                           "too_few_images")}
+        pair_forwards = int(total("pair_forwards"))
         extra: dict[str, Any] = {
             **totals, "categories": len(summary),
             "categories_with_edges": sum(1 for r in summary if r["edges"]),
-            "pair_forwards": work.pair_forwards, "images_encoded": work.images_encoded,
-            # labelling wall time (decoding, masks, encoding, pair head, PMPS, writing; not loading the model)
-            "seconds_per_edge": (round((work.seconds - work.load_seconds) / work.pair_forwards, 5)
-                                 if work.pair_forwards else None),
-            "device": work.device, "amp": work.amp, "foreground": foreground_source(ctx.cfg),
-            "empty_foreground_masks": work.empty_masks,
+            "pair_forwards": pair_forwards, "images_encoded": int(total("images_encoded")),
+            # labelling wall time (decoding, masks, encoding, pair head, PMPS, writing; not loading the model),
+            # summed over the categories (over workers, on Dask)
+            "seconds_per_edge": (round((total("seconds") - total("load_seconds")) / pair_forwards, 5)
+                                 if pair_forwards else None),
+            "device": loaded[0]["device"] if loaded else None, "amp": loaded[0]["amp"] if loaded else None,
+            "foreground": foreground_source(ctx.cfg), "empty_foreground_masks": int(total("empty_masks")),
         }
         rows = sum(by_status.values())
-        return StageOutput(rows, by_status, split.shards, len(split.done), extra, summary)
+        return StageOutput(rows, by_status, [ctx.shard(r.wnid) for r in results], len(results) - len(fresh),
+                           extra, summary)
 
 
 KEPT_COLUMNS = ["image_id", "rel_path", "width", "height"]
@@ -147,45 +170,54 @@ def _batches(items: list, size: int) -> Iterator[list]:
 
 
 @dataclass
+class LoadedGenerator:
+    """The trained generator on its device: `label`'s per-process shared state."""
+
+    gen: Generator
+    device: str
+    amp: bool
+
+
+def load_label_generator(ctx: StageContext) -> LoadedGenerator:
+    from sc_imagenet.devices import resolve_device
+    from sc_imagenet.matching.builder import load_generator  # torch loads only when labelling runs
+    from sc_imagenet.stages.train import backbone_checkpoint
+
+    lab = ctx.cfg.label
+    record = read_stage_record(ctx.inputs["train"])
+    ckpt = (record.extra or {}).get("checkpoint") if record is not None else None
+    if not ckpt or not Path(ckpt).is_file():
+        raise ConfigError(f"label: the train stage's generator checkpoint {ckpt!r} is missing; rerun train")
+    device = resolve_device(lab.device)
+    # bf16 autocast only exists on CUDA here; `amp: auto` = on GPU only
+    amp = device.startswith("cuda") and (lab.amp == "auto" or bool(lab.amp))
+    gen = load_generator(Path(ckpt), device, backbone_checkpoint(ctx.cfg))
+    gen.nms_cells, gen.amp = lab.nms_cells, amp
+    ctx.log(f"[label] generator {ckpt} on {device}" + (" (bf16 autocast)" if amp else ""))
+    return LoadedGenerator(gen, device, amp)
+
+
+@dataclass
 class LabelWork:
-    """One `label` run's labelling: the generator (loaded on first need), one category at a time, one
-    group's features at a time, rows streamed into the category's shard."""
+    """One category's labelling: the generator (from `shared`, on first need), one group's features at a
+    time, rows streamed into the category's shard."""
 
     ctx: StageContext
-    bar: Any
-    total: int
-    counts: list[dict[str, int]] = field(default_factory=list)
+    shared: Shared
+    advance: Callable[[int], None]
     pair_forwards: int = 0
     images_encoded: int = 0
     empty_masks: int = 0
-    seconds: float = 0.0
     load_seconds: float = 0.0
-    done: int = 0
     device: str | None = None
     amp: bool | None = None
-    _gen: Generator | None = None
 
     def generator(self) -> Generator:
-        if self._gen is None:
-            t0 = time.perf_counter()
-            from sc_imagenet.devices import resolve_device
-            from sc_imagenet.matching.builder import load_generator  # torch loads only when labelling runs
-            from sc_imagenet.stages.train import backbone_checkpoint
-
-            lab = self.ctx.cfg.label
-            record = read_stage_record(self.ctx.inputs["train"])
-            ckpt = (record.extra or {}).get("checkpoint") if record is not None else None
-            if not ckpt or not Path(ckpt).is_file():
-                raise ConfigError(f"label: the train stage's generator checkpoint {ckpt!r} is missing; rerun train")
-            self.device = resolve_device(lab.device)
-            # bf16 autocast only exists on CUDA here; `amp: auto` = on GPU only
-            self.amp = self.device.startswith("cuda") and (lab.amp == "auto" or bool(lab.amp))
-            gen = load_generator(Path(ckpt), self.device, backbone_checkpoint(self.ctx.cfg))
-            gen.nms_cells, gen.amp = lab.nms_cells, self.amp
-            self._gen = gen
-            self.load_seconds += time.perf_counter() - t0
-            self.ctx.log(f"[label] generator {ckpt} on {self.device}" + (" (bf16 autocast)" if self.amp else ""))
-        return self._gen
+        t0 = time.perf_counter()
+        loaded: LoadedGenerator = self.shared()  # loads once per run or worker process; cached after
+        self.load_seconds += time.perf_counter() - t0
+        self.device, self.amp = loaded.device, loaded.amp
+        return loaded.gen
 
     def provider(self, wnid: str) -> ForegroundProvider | None:
         source = foreground_source(self.ctx.cfg)
@@ -196,13 +228,12 @@ class LabelWork:
     def load(self, rel_path: str) -> np.ndarray:
         return load_rgb(self.ctx.data_root / rel_path, max_pixels=self.ctx.cfg.index.max_pixels)
 
-    def category(self, wnid: str, path: Path) -> int:
-        """Label one category into its shard; returns the number of edges written."""
+    def category(self, wnid: str, path: Path) -> dict[str, int]:
+        """Label one category into its shard; returns its rows per status."""
         lab = self.ctx.cfg.label
         kept = sorted(read_kept_images(self.ctx.inputs["single_instance"], KEPT_COLUMNS, [wnid]).to_pylist(),
                       key=lambda r: r["image_id"])
         counts: Counter[str] = Counter()
-        edges = 0
         with ShardWriter(path, SCHEMA, self.ctx.fingerprint, LabelStage.schema_version) as writer:
             def emit(row: dict[str, Any]) -> None:
                 writer.write(row)
@@ -227,9 +258,8 @@ class LabelWork:
                 by_id = {r["image_id"]: r for r in readable}
                 provider = self.provider(wnid)
                 for gi, group in enumerate(groups):
-                    edges += self.group(gi, [by_id[i] for i in group], provider, emit)
-        self.counts.append(dict(counts))
-        return edges
+                    self.group(gi, [by_id[i] for i in group], provider, emit)
+        return dict(counts)
 
     def group(self, gi: int, members: list[dict[str, Any]], provider: ForegroundProvider | None,
               emit: Callable[[dict[str, Any]], None]) -> int:
@@ -272,9 +302,7 @@ class LabelWork:
                       "flow": o.flow.reshape(-1).astype(np.float16), "src_kps": o.src_xy.reshape(-1),
                       "trg_kps": o.trg_xy.reshape(-1), "scores": o.score})
             self.pair_forwards += len(batch)
-            self.done += len(batch)
-            self.bar.update(len(batch))
-            self.ctx.report_progress(self.done, self.total)
+            self.advance(len(batch))
         return len(edges)
 
 
