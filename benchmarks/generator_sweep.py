@@ -29,7 +29,7 @@ from sc_imagenet.config import read_resolved_config
 from sc_imagenet.dataset.quality import TruthOracle
 from sc_imagenet.evaluate.methods import from_flow
 from sc_imagenet.evaluate.pairs import sample_eval_pairs
-from sc_imagenet.evaluate.pck import bootstrap_interval
+from sc_imagenet.evaluate.pck import PCKAccumulator, bootstrap_interval, paired_difference
 from sc_imagenet.evaluate.registry import METHODS, MethodContext
 from sc_imagenet.evaluate.run import evaluate
 from sc_imagenet.matching.builder import load_generator
@@ -85,8 +85,19 @@ class LabelMeter:
 
 
 def score(method: Any, pairs: list, root: Path, seed: int) -> dict[str, Any]:
-    res = evaluate(method, pairs, root, seed=seed)
-    return {k: v for k, v in res.items() if k.startswith(("pck@", "pck_per_pair@"))}
+    """PCK per keypoint and per pair with intervals, and the per-pair correct counts (`hits@α`, `counts`) that
+    `paired_vs` compares on the same pairs."""
+    acc = PCKAccumulator()
+    res = evaluate(method, pairs, root, seed=seed, accumulator=acc)
+    out = {k: v for k, v in res.items() if k.startswith(("pck@", "pck_per_pair@"))}
+    out.update({f"hits@{a:g}": acc.hits[a] for a in acc.alphas}, counts=acc.counts)
+    return out
+
+
+def paired_vs(row: dict[str, Any], ref: dict[str, Any], seed: int) -> dict[str, list[float]]:
+    """`row` minus `ref` per keypoint on the same pairs, with a paired bootstrap interval."""
+    return {f"diff_vs_default@{a}": list(paired_difference(row[f"hits@{a}"], ref[f"hits@{a}"], row["counts"],
+                                                            seed=seed)) for a in ("0.05", "0.1")}
 
 
 def main() -> None:
@@ -135,10 +146,12 @@ def main() -> None:
                    "beta": {k: round(float(v.detach()), 4) for k, v in gen.model.beta.items()},
                    "logit_scale": float(gen.model.pixel_log_scale.detach().exp()),
                    **score(from_flow(gen.flow, mode="displacement"), pairs, eval_root, cfg.seed)}
+        if name != "default" and "hits@0.1" in results.get("default", {}):
+            row.update(paired_vs(row, results["default"], cfg.seed))
         results[name] = row
         args.json.write_text(json.dumps(results, indent=1))
-        print(name, {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if "ci95" not in k},
-              flush=True)
+        print(name, {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()
+                     if "ci95" not in k and not k.startswith(("hits@", "counts"))}, flush=True)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from sc_imagenet.synth.groundtruth import true_correspondence
 
 
 def evaluate(method: Method, pairs: Sequence[EvalPair], root: Path | str, alphas: Sequence[float] = DEFAULT_ALPHAS,
-             dense_points: int = 0, seed: int = 0) -> dict[str, Any]:
+             dense_points: int = 0, seed: int = 0, accumulator: PCKAccumulator | None = None) -> dict[str, Any]:
     """PCK of `method` over `pairs` (see `sc_imagenet.evaluate.pck` for the convention).
 
     Each pair's images are loaded with `load_rgb` and the method is called once with the source's named
@@ -35,10 +35,12 @@ def evaluate(method: Method, pairs: Sequence[EvalPair], root: Path | str, alphas
     many random source object pixels (`sample_object_points`), scored against `true_correspondence`
     as `dense_pck@α` / `dense_pck_per_pair@α`. Returns {"pck@α", "pck_per_pair@α", their bootstrap 95 %
     intervals over pairs "pck@α_ci95", "pck_per_pair@α_ci95" ([lo, hi]), ..., "n_pairs", "n_keypoints",
-    "seconds_per_pair"} (the method's own time, image loading excluded).
+    "seconds_per_pair"} (the method's own time, image loading excluded). `accumulator` (optional, empty) receives
+    the named keypoints' per-pair counts, e.g. to compare two methods pair by pair.
     """
     root = Path(root)
-    kp_acc, dense_acc = PCKAccumulator(tuple(alphas)), PCKAccumulator(tuple(alphas))
+    kp_acc = accumulator if accumulator is not None else PCKAccumulator(tuple(alphas))
+    dense_acc = PCKAccumulator(tuple(alphas))
     seconds = 0.0
     for pair in pairs:
         src_rgb, trg_rgb = load_rgb(root / pair.src_path), load_rgb(root / pair.trg_path)

@@ -55,7 +55,8 @@ SCHEMA = manifest_schema(
            "with the detector's boxes, JPEG)"),
     column("section", pa.string(), "section of the page the file belongs to: `page`, `gallery`, `dropped`, `plots`"),
     column("caption", pa.string(), "what the file shows"),
-    column("bytes", pa.int64(), "file size", "bytes"),
+    column("bytes", pa.int64(), "file size (the page's and the timing plot's vary with the durations they show)",
+           "bytes", volatile=True),
     column("width", pa.int32(), "image width (null for the page)", "pixels"),
     column("height", pa.int32(), "image height (null for the page)", "pixels"),
 )
