@@ -337,3 +337,36 @@ def test_pmps_batch_and_empty():
     assert all(x.shape == (0, 5) for x in empty.values())
     with pytest.raises(ValueError, match="odd"):
         PMPS(L=4)
+
+
+class _FullGreedyPass(PMPS):
+    """The reference: greedy one-to-one over every cell, then NMS (what PMPS computed before the prefix search)."""
+
+    def _greedy_then_nms(self, scores, k, n_all, min_score, nms_radius, ws, wt):
+        from sc_imagenet.matching.pmps import _flat_to_xy, greedy_one_to_one, nms_pairs
+
+        src, trg, score = greedy_one_to_one(scores, n_all, min_score)
+        keep = nms_pairs(_flat_to_xy(src, ws), _flat_to_xy(trg, wt), score, nms_radius, self.nms_mode, src >= 0,
+                         max_keep=k)
+        return src, trg, score, keep
+
+
+@pytest.mark.parametrize("k", [1, 4, 16, 64])
+@pytest.mark.parametrize("radius", [0.5, 1.0, 2.5, 6.0])
+def test_pmps_prefix_search_equals_the_full_greedy_pass(k: int, radius: float) -> None:
+    """The greedy pass stops at a prefix that already holds k NMS survivors: same pairs, scores and order as
+    running it over every cell — also with ties, sparse foreground and radii that leave fewer than k."""
+    gen = torch.Generator().manual_seed(k * 100 + int(radius * 10))
+    for trial in range(3):
+        grid_s, grid_t = (9, 11), (10, 8)
+        v = torch.rand(2, *grid_s, *grid_t, generator=gen)
+        if trial == 1:
+            v = (v * 4).round() / 4  # many ties
+        fg_s = (torch.rand(2, *grid_s, generator=gen) > 0.6).float() if trial == 2 else None
+        fg_t = (torch.rand(2, *grid_t, generator=gen) > 0.6).float() if trial == 2 else None
+        for use_hough in (True, False):
+            fast = PMPS(L=3, use_hough=use_hough, appearance="softmax")(v, k, fg_s, fg_t, nms_radius=radius)
+            full = _FullGreedyPass(L=3, use_hough=use_hough, appearance="softmax")(v, k, fg_s, fg_t,
+                                                                                 nms_radius=radius)
+            for key in ("src_idx", "trg_idx", "score"):
+                assert torch.equal(fast[key], full[key]), (key, trial, use_hough)
