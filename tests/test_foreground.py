@@ -359,6 +359,7 @@ def detected(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     `single_instance` manifest built from the most confident detection of each."""
     assert DEMO_WEIGHTS.is_file(), f"the shipped demo detector weights are missing: {DEMO_WEIGHTS}"
     from sc_imagenet.detect.offline import load_yolo
+    from sc_imagenet.devices import torch_threads_kept
 
     tmp = tmp_path_factory.mktemp("foreground")
     root = tmp / "data"
@@ -366,7 +367,10 @@ def detected(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     gt = load_groundtruth(root)
     imgs = gt.images[(gt.images.n_instances == 1) & gt.images.broken.isin(READABLE)]
     model = load_yolo(DEMO_WEIGHTS)
-    results = model.predict([str(root / p) for p in imgs.rel_path], imgsz=320, conf=0.05, verbose=False)
+    # ultralytics' predict sets torch's thread count for the whole process: keep it, as the product's
+    # detector does, or later in-process builds compute with other sums (tests/test_scale_out.py)
+    with torch_threads_kept():
+        results = model.predict([str(root / p) for p in imgs.rel_path], imgsz=320, conf=0.05, verbose=False)
     rows: dict[str, list[dict[str, Any]]] = {}
     missed = []
     for row, r in zip(imgs.itertuples(), results, strict=True):

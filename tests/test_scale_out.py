@@ -128,8 +128,12 @@ def test_dask_build_equals_sequential_build(tmp_path: Path) -> None:
     doc = yaml.safe_load(profile.read_text())
     profile.write_text(yaml.safe_dump({**doc, **DATASET, "label": {**doc["label"], **DATASET["label"]}}))
     stages = ["categories", "index", "detect", "single_instance", "train", "label", "consistency", "select", "export"]
+    # both builds in fresh processes, as users run them (the test process's own state, e.g. a torch thread count
+    # another test left behind, would otherwise leak into the sequential one)
     seq = plan_build(load_config(str(profile)), "tiny", tmp_path / "sequential", stages=stages)
-    run_build_locally(seq, log=lambda m: None, progress=False)
+    res = subprocess.run([BIN / "sc-imagenet", "build", "--config", str(profile), "--out", str(seq.out_dir),
+                          "--stages", ",".join(stages), "--no-prefect"], capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 
     out = tmp_path / "dask"
     with LocalPrefect(tmp_path / "prefect-home", port=free_port(), ui=False) as prefect:
