@@ -245,36 +245,35 @@ def dropped_section(data: ReportData, assets: Mapping[str, Mapping[str, object]]
     return "".join(parts)
 
 
+def _figure(data: ReportData, assets: Mapping[str, Mapping[str, object]], section: str, title: str, alt: str,
+            caption: str, unavailable: str | None = None) -> str:
+    """A plot with its caption; else why it is missing: the stages not built yet, or `unavailable` (HTML) when
+    the stages are built but recorded nothing to plot (default: `_missing`'s note)."""
+    if data.missing_for(section) or f"fig:{section}" not in assets:
+        if data.missing_for(section) or unavailable is None:
+            return _missing(data, section, title)
+        return unavailable
+    return f"<figure>{_img(assets[f'fig:{section}'], alt)}<figcaption>{caption}</figcaption></figure>"
+
+
 def plots_section(data: ReportData, assets: Mapping[str, Mapping[str, object]]) -> str:
-    parts = ['<section id="plots"><h2>Plots</h2><h3>Image consistency scores</h3>']
-    if data.missing_for("scores") or "fig:scores" not in assets:
-        parts.append(_missing(data, "scores", "Score distribution"))
-    else:
-        parts.append(f"<figure>{_img(assets['fig:scores'], 'score histogram')}<figcaption>"
-                     f"{esc(data.selection_note)}</figcaption></figure>")
+    parts = ['<section id="plots"><h2>Plots</h2><h3>Image consistency scores</h3>',
+             _figure(data, assets, "scores", "Score distribution", "score histogram", esc(data.selection_note))]
     if data.synthetic:
         parts.append("<h3>Against the synthetic ground truth</h3>")
-        if data.missing_for("quality") or "fig:quality" not in assets:
-            parts.append(_missing(data, "quality", "PCK of selected vs. rejected") if data.missing_for("quality")
-                         else '<p class="missing">select recorded no quality figures.</p>')
-        else:
-            parts.append(f"<figure>{_img(assets['fig:quality'], 'strict PCK')}<figcaption>"
-                         f"{quality_caption(data.quality or {})}</figcaption></figure>")
-        if data.missing_for("truth") or "fig:truth" not in assets:
-            parts.append(_missing(data, "truth", "Consistency vs. true error") if data.missing_for("truth")
-                         else f'<p class="missing">{esc(data.notes.get("truth", "no ground truth"))}</p>')
-        else:
-            parts.append(f"<figure>{_img(assets['fig:truth'], 'consistency vs true error')}<figcaption>"
-                         "Left: each candidate's loop offset against its true error (both in object sizes); "
-                         "labels whose source point is off the object sit on the top edge. Right: each image's "
-                         "consistency score against the true strict PCK@0.1 of its candidates.</figcaption></figure>")
+        parts.append(_figure(data, assets, "quality", "PCK of selected vs. rejected", "strict PCK",
+                             quality_caption(data.quality or {}),
+                             '<p class="missing">select recorded no quality figures.</p>'))
+        parts.append(_figure(
+            data, assets, "truth", "Consistency vs. true error", "consistency vs true error",
+            "Left: each candidate's loop offset against its true error (both in object sizes); labels whose source "
+            "point is off the object sit on the top edge. Right: each image's consistency score against the true "
+            "strict PCK@0.1 of its candidates.",
+            f'<p class="missing">{esc(data.notes.get("truth", "no ground truth"))}</p>'))
     parts.append("<h3>Training</h3>")
-    if data.missing_for("training") or "fig:training" not in assets:
-        parts.append(_missing(data, "training", "Training curves") if data.missing_for("training")
-                     else '<p class="missing">The train manifest has no logged step.</p>')
-    else:
-        parts.append(f"<figure>{_img(assets['fig:training'], 'training losses')}<figcaption>"
-                     f"{train_caption(data.train_extra)}</figcaption></figure>")
+    parts.append(_figure(data, assets, "training", "Training curves", "training losses",
+                         train_caption(data.train_extra),
+                         '<p class="missing">The train manifest has no logged step.</p>'))
     parts.append("</section>")
     return "".join(parts)
 
