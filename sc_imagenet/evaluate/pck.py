@@ -148,6 +148,10 @@ def bootstrap_interval(hits: ArrayLike, counts: ArrayLike, per_pair: bool = Fals
         return float("nan"), float("nan")
     idx = np.random.default_rng([seed, 0xB007]).integers(0, len(h), size=(n_boot, len(h)))
     stats = (h / c)[idx].mean(axis=1) if per_pair else h[idx].sum(axis=1) / c[idx].sum(axis=1)
+    return _percentile_interval(stats, level)
+
+
+def _percentile_interval(stats: np.ndarray, level: float) -> tuple[float, float]:
     tail = 100 * (1 - level) / 2
     lo, hi = np.percentile(stats, [tail, 100 - tail])
     return float(lo), float(hi)
@@ -165,9 +169,7 @@ def paired_difference(hits_a: ArrayLike, hits_b: ArrayLike, counts: ArrayLike, n
         return float("nan"), float("nan"), float("nan")
     idx = np.random.default_rng([seed, 0xD1FF]).integers(0, len(c), size=(n_boot, len(c)))
     stats = (a[idx].sum(axis=1) - b[idx].sum(axis=1)) / np.maximum(c[idx].sum(axis=1), 1e-12)
-    tail = 100 * (1 - level) / 2
-    lo, hi = np.percentile(stats, [tail, 100 - tail])
-    return float((a.sum() - b.sum()) / c.sum()), float(lo), float(hi)
+    return float((a.sum() - b.sum()) / c.sum()), *_percentile_interval(stats, level)
 
 
 def pck_from_distances(distances: Sequence[np.ndarray], thresholds: Sequence[float],
@@ -177,9 +179,16 @@ def pck_from_distances(distances: Sequence[np.ndarray], thresholds: Sequence[flo
     = wrong) and its threshold length (a point is correct iff distance ≤ α · threshold, as `correct_mask`):
     `pck@α` (per keypoint, pooled), `pck_per_pair@α` (mean over pairs with at least one keypoint) and their
     bootstrap 95 % intervals `pck@α_ci95`, `pck_per_pair@α_ci95` = [lo, hi] (`bootstrap_interval`)."""
+    hits, counts = hits_from_distances(distances, thresholds, alphas)
+    return summarise_hits(hits, counts, alphas, True, n_boot, seed)
+
+
+def hits_from_distances(distances: Sequence[np.ndarray], thresholds: Sequence[float],
+                        alphas: Sequence[float] = DEFAULT_ALPHAS) -> tuple[dict[float, list[int]], list[int]]:
+    """Per pair: correct keypoints at each α (distance ≤ α · threshold; NaN or inf = wrong) and keypoints."""
     if len(distances) != len(thresholds):
         raise ValueError(f"{len(distances)} distance arrays for {len(thresholds)} thresholds")
     dists = [np.nan_to_num(np.asarray(d, np.float64).reshape(-1), nan=np.inf) for d in distances]
-    counts = [len(d) for d in dists]
-    hits = {a: [np.count_nonzero(d <= a * float(t)) for d, t in zip(dists, thresholds, strict=True)] for a in alphas}
-    return summarise_hits(hits, counts, alphas, True, n_boot, seed)
+    hits = {a: [int(np.count_nonzero(d <= a * float(t))) for d, t in zip(dists, thresholds, strict=True)]
+            for a in alphas}
+    return hits, [len(d) for d in dists]

@@ -23,7 +23,7 @@ from PIL import Image
 
 from sc_imagenet.evaluate.benchmarks.base import Benchmark
 from sc_imagenet.evaluate.methods import Method
-from sc_imagenet.evaluate.pck import paired_difference, pck_from_distances
+from sc_imagenet.evaluate.pck import hits_from_distances, paired_difference, pck_from_distances
 from sc_imagenet.io.images import load_rgb
 
 DEFAULT_ALPHAS = (0.05, 0.1, 0.15)
@@ -148,16 +148,17 @@ def merge_columns(parts: Sequence[dict[str, list[Any]]]) -> dict[str, list[Any]]
 def per_pair_hits(cols: dict[str, list[Any]], alphas: Sequence[float]) -> tuple[list[str], dict[float, np.ndarray],
                                                                             np.ndarray]:
     """(pair ids in order, correct keypoints per pair for each α, keypoints per pair) from prediction columns;
-    a skipped pair's keypoints count as wrong."""
+    a skipped pair's keypoints (NaN distance) count as wrong."""
     pair_ids = list(dict.fromkeys(cols["pair_id"]))
     where = {p: i for i, p in enumerate(pair_ids)}
     idx = np.array([where[p] for p in cols["pair_id"]], np.int64)
-    dist = np.nan_to_num(np.asarray(cols["distance"], np.float64), nan=np.inf)
+    dist = np.asarray(cols["distance"], np.float64)
     thr = np.asarray(cols["threshold"], np.float64)
-    counts = np.bincount(idx, minlength=len(pair_ids)).astype(np.float64)
-    hits = {a: np.bincount(idx, weights=(dist <= a * thr).astype(np.float64), minlength=len(pair_ids))
-            for a in alphas}
-    return pair_ids, hits, counts
+    order = np.argsort(idx, kind="stable")
+    starts = np.searchsorted(idx[order], np.arange(len(pair_ids)))
+    _, first = np.unique(idx, return_index=True)  # a pair's first row holds its threshold
+    hits, counts = hits_from_distances(np.split(dist[order], starts[1:]), thr[first], alphas)
+    return pair_ids, {a: np.asarray(h, np.float64) for a, h in hits.items()}, np.asarray(counts, np.float64)
 
 
 def paired_differences(results: Sequence[dict[str, Any]], columns: Sequence[dict[str, list[Any]]],
