@@ -15,11 +15,11 @@ from sc_imagenet.io.images import load_rgb
 from sc_imagenet.matching.builder import load_generator
 from sc_imagenet.matching.cascade import CascadeGenerator
 from sc_imagenet.matching.geometry import index_to_pixels
+from sc_imagenet.matching.settings import CascadeSettings
 from sc_imagenet.synth import SynthConfig, generate_dataset, load_groundtruth
 from sc_imagenet.train.loop import (
     TrainData,
     TrainingDivergedError,
-    cascade_settings,
     param_groups,
     train_generator,
 )
@@ -185,12 +185,12 @@ def test_region_level_pmps_passes_more_pseudo_labels_down(tiny_data: TrainData, 
 
 def test_adapter_has_its_own_learning_rate() -> None:
     cfg = tiny_cfg(adapter_lr=0.003)
-    model = CascadeGenerator(384, cascade_settings(cfg))
+    model = CascadeGenerator(384, CascadeSettings.of(cfg))
     groups = param_groups(model, cfg)
     assert [g.get("lr") for g in groups] == [None, 0.003]
     assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.adapter.parameters()}
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
-    assert len(param_groups(CascadeGenerator(384, cascade_settings(tiny_cfg(adapter_levels=[]))), cfg)) == 1
+    assert len(param_groups(CascadeGenerator(384, CascadeSettings.of(tiny_cfg(adapter_levels=[]))), cfg)) == 1
 
 
 @pytest.mark.slow

@@ -204,16 +204,18 @@ class CascadeGenerator(nn.Module):
         v_neg = self.volume("region", rs, rt, neg)
         loss = contrastive_loss(v_pos, v_neg, gs, gt, None if gt is None else gt[neg])
         si, ti, score = self._region_matches(v_pos.detach(), gs, gt)  # (M, k) each, -1 = none
+        # every region's matches in image pixels at once, (M, k, 2); rows with index -1 are masked out below
+        src_px = np.stack([self._region_points(si[m], rs.grid, boxes[m][0]) for m in range(len(owner))])
+        trg_px = np.stack([self._region_points(ti[m], rt.grid, boxes[m][1]) for m in range(len(owner))])
         out = []
         for b in range(B):
-            found = [(m, j) for m in range(len(owner)) if owner[m] == b for j in range(si.shape[1]) if si[m, j] >= 0]
-            if not found:
+            rows = [m for m in range(len(owner)) if owner[m] == b]
+            found = si[rows] >= 0  # (regions of pair b, k)
+            if not found.any():
                 out.append(pairs[b])
                 continue
-            sxy = np.stack([self._region_point(si[m, j], rs.grid, boxes[m][0]) for m, j in found])
-            txy = np.stack([self._region_point(ti[m, j], rt.grid, boxes[m][1]) for m, j in found])
-            sc = np.array([score[m, j] for m, j in found], np.float32)
-            out.append(self._nms_top(sxy, txy, sc, batch, b))
+            sc = score[rows][found].astype(np.float32)
+            out.append(self._nms_top(src_px[rows][found], trg_px[rows][found], sc, batch, b))
         return loss, out
 
     def _region_matches(self, v: Tensor, gs: Tensor | None, gt: Tensor | None) -> tuple[np.ndarray, ...]:
@@ -236,9 +238,10 @@ class CascadeGenerator(nn.Module):
         return (flat // n_t).cpu().numpy()[:, None], (flat % n_t).cpu().numpy()[:, None], score
 
     @staticmethod
-    def _region_point(idx: int, grid: tuple[int, int], box: tuple[int, ...]) -> np.ndarray:
+    def _region_points(idx: np.ndarray, grid: tuple[int, int], box: tuple[int, ...]) -> np.ndarray:
+        """Flat cell indices of one region's grid → `(k, 2)` pixel centres in the whole image."""
         x0, y0, x1, y1 = box
-        return index_to_pixels(np.array([idx]), grid, (y1 - y0, x1 - x0))[0] + np.array([x0, y0], np.float32)
+        return index_to_pixels(idx, grid, (y1 - y0, x1 - x0)) + np.array([x0, y0], np.float32)
 
     def _nms_top(self, sxy: np.ndarray, txy: np.ndarray, score: np.ndarray, batch: PairBatch, b: int) -> tuple:
         hs, ws_ = batch.src_images[b].shape[:2]

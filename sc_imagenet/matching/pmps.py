@@ -422,7 +422,7 @@ class PMPS(nn.Module):
             src, trg, score = greedy_one_to_one(scores, n, min_score)
             keep = nms_pairs(_flat_to_xy(src, ws), _flat_to_xy(trg, wt), score, nms_radius, self.nms_mode,
                              src >= 0, max_keep=k)
-            done = (keep.sum(dim=1) >= k) | (src[:, -1] < 0) if n else torch.ones(1, dtype=torch.bool)
-            if n >= n_all or bool(done.all()):
+            # done for a batch element: k survivors, or the greedy pass ran out of valid pairs (padding)
+            if n >= n_all or bool(((keep.sum(dim=1) >= k) | (src[:, -1] < 0)).all()):
                 return src, trg, score, keep
             n = min(n_all, 2 * n)

@@ -32,7 +32,6 @@ from sc_imagenet.io.checkpoints import (
 from sc_imagenet.matching.backbones import Backbone, Features
 from sc_imagenet.matching.builder import make_backbones
 from sc_imagenet.matching.cascade import CascadeGenerator, PairBatch
-from sc_imagenet.matching.settings import CascadeSettings
 from sc_imagenet.train.pairs import Pair, epoch_batches
 
 LabelMonitor = Callable[[int, list[Pair], list[tuple[np.ndarray, np.ndarray, np.ndarray]]], None]
@@ -56,11 +55,6 @@ class TrainResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: int | None = None
     param_checksum: float | None = None  # sum of all trained parameters (DDP sync checks)
-
-
-def cascade_settings(cfg: TrainConfig) -> CascadeSettings:
-    """The cascade's settings of a training config (`CascadeSettings.of`; kept for callers of the old name)."""
-    return CascadeSettings.of(cfg)
 
 
 def param_groups(model: CascadeGenerator, cfg: TrainConfig) -> list[dict[str, Any]]:
