@@ -23,7 +23,13 @@ from sc_imagenet.train.loop import (
     param_groups,
     train_generator,
 )
-from sc_imagenet.train.pairs import alternate, epoch_batches, negatives_are_cross_category
+from sc_imagenet.train.pairs import (
+    EpochPlan,
+    alternate,
+    category_pairs,
+    epoch_batches,
+    negatives_are_cross_category,
+)
 
 
 class TestEpochBatches:
@@ -69,6 +75,64 @@ class TestEpochBatches:
         batch = [("s", "t", w) for w in "aabb"]
         assert negatives_are_cross_category(alternate(batch))
         assert sorted(alternate(batch)) == sorted(batch)
+
+
+def greedy_reference(images: dict[str, list[str]], seed: int, epoch: int, batch_size: int) -> list[list]:
+    """The sampler's rule written the slow, obvious way: every pick scans every category for the one with the
+    most pairs left (ties by the seeded tie break), at most ⌊B/2⌋ per category and batch."""
+    rng = np.random.default_rng([seed, epoch])
+    left = category_pairs(images, rng)
+    tie = {w: float(r) for w, r in zip(sorted(left), rng.random(len(left)), strict=True)}
+    out = []
+    while True:
+        batch, taken = [], Counter()
+        while len(batch) < batch_size:
+            open_ = [w for w in left if taken[w] < min(batch_size // 2, len(left[w]))]
+            if not open_:
+                break
+            w = max(open_, key=lambda w: (len(left[w]) - taken[w], tie[w]))
+            batch.append(left[w][taken[w]])
+            taken[w] += 1
+        if len(batch) < batch_size:
+            return out
+        for w, n in taken.items():
+            del left[w][:n]
+        out.append(alternate(batch))
+
+
+class TestEpochPlan:
+    def test_heap_sampler_equals_the_scanning_rule(self) -> None:
+        rng = np.random.default_rng(0)
+        for trial in range(60):
+            images = {f"w{c}": [f"w{c}_{i}" for i in range(int(rng.integers(0, 30)))]
+                      for c in range(int(rng.integers(1, 10)))}
+            b = int(rng.integers(2, 9))
+            assert epoch_batches(images, trial, 1, b) == greedy_reference(images, trial, 1, b)
+
+    def test_plan_is_built_once_per_epoch(self) -> None:
+        images = {f"w{c}": [f"w{c}_{i}" for i in range(10 + 3 * c)] for c in range(5)}
+        plan = EpochPlan(images, seed=2, batch_size=4)
+        steps = plan.steps_per_epoch
+        assert steps == len(epoch_batches(images, 2, 0, 4)) > 3
+        got = [plan.batch(s) for s in range(3 * steps)]
+        assert plan.builds == 3  # epochs 0, 1, 2: never once per step
+        for epoch in range(3):
+            expected = epoch_batches(images, 2, epoch, 4)
+            assert [b for e, b in got[epoch * steps:(epoch + 1) * steps]] == expected
+            assert {e for e, _ in got[epoch * steps:(epoch + 1) * steps]} == {epoch}
+
+    def test_ranks_take_disjoint_batches_of_one_step(self) -> None:
+        images = {f"w{c}": [f"w{c}_{i}" for i in range(12)] for c in range(4)}
+        ranks = [EpochPlan(images, seed=0, batch_size=2, world=2, rank=r) for r in range(2)]
+        full = epoch_batches(images, 0, 0, 2)
+        assert ranks[0].steps_per_epoch == len(full) // 2
+        for s in range(ranks[0].steps_per_epoch):
+            assert [r.batch(s)[1] for r in ranks] == full[2 * s:2 * s + 2]
+
+    def test_no_batch_is_a_clear_error(self) -> None:
+        plan = EpochPlan({"w": ["a", "b", "c", "d"]}, seed=0, batch_size=4)
+        with pytest.raises(ValueError, match="no complete batch"):
+            plan.batch(0)
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from sc_imagenet.io.checkpoints import (
 from sc_imagenet.matching.backbones import Backbone, Features
 from sc_imagenet.matching.builder import make_backbones
 from sc_imagenet.matching.cascade import CascadeGenerator, PairBatch
-from sc_imagenet.train.pairs import Pair, epoch_batches
+from sc_imagenet.train.pairs import EpochPlan, Pair
 
 LabelMonitor = Callable[[int, list[Pair], list[tuple[np.ndarray, np.ndarray, np.ndarray]]], None]
 
@@ -127,7 +127,8 @@ def train_generator(cfg: TrainConfig, seed: int, data: TrainData, ckpt_dir: Path
     opt = torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)  # constant, as in the paper
     amp = device.startswith("cuda") if cfg.amp == "auto" else bool(cfg.amp)
-    per_epoch = len(epoch_batches(data.images_by_wnid, seed, 0, cfg.batch_size)) // world
+    plan = EpochPlan(data.images_by_wnid, seed, cfg.batch_size, world, rank)  # built once per epoch
+    per_epoch = plan.steps_per_epoch
     if per_epoch == 0:
         raise ValueError(f"not enough images for one batch of {cfg.batch_size} same-category pairs from at least "
                          "two categories (batch shifting needs cross-category negatives)")
@@ -162,8 +163,7 @@ def train_generator(cfg: TrainConfig, seed: int, data: TrainData, ckpt_dir: Path
     model.train()
     t_log, pairs_since, labels_since = time.perf_counter(), 0, 0
     while step < total:
-        epoch, b_in_epoch = divmod(step, per_epoch)
-        batch = epoch_batches(data.images_by_wnid, seed, epoch, cfg.batch_size)[b_in_epoch * world + rank]
+        epoch, batch = plan.batch(step)
         src_ids, trg_ids = [p[0] for p in batch], [p[1] for p in batch]
         src_img = [data.load_image(i) for i in src_ids]
         trg_img = [data.load_image(i) for i in trg_ids]
