@@ -212,6 +212,12 @@ class ExportConfig(StrictModel):
     images: Literal["hardlink", "symlink", "copy"] = Field(
         "hardlink", description="How images enter JPEGImages/ (hardlink falls back to copy across file systems)."
     )
+    reencode_quality: int = Field(
+        95, ge=1, le=100,
+        description="JPEG quality of the images written anew: every file that is not a baseline RGB JPEG (a PNG, "
+        "CMYK, grayscale or progressive file under a .JPEG name) is re-encoded as one, same size; the rest are "
+        "placed as `images` says.",
+    )
 
 
 class ReportConfig(StrictModel):

@@ -5,6 +5,7 @@ loaders do."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import zlib
@@ -13,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import jpeg_bytes, png_bytes
+from conftest import jpeg_bytes
 from PIL import Image
+from pydantic import ValidationError
 
 from sc_imagenet.config import BuildConfig, ConfigError, ExportConfig, SelectConfig
 from sc_imagenet.dataset.scimagenet import (
@@ -23,7 +25,9 @@ from sc_imagenet.dataset.scimagenet import (
     image_numbers,
     integer_box,
     loader_image_names,
+    read_header,
     read_release,
+    reencode_jpeg,
     scale_variation,
     split_lines,
 )
@@ -43,6 +47,27 @@ IMAGES = {
                                                                                     (44, 31), 0)],
 }
 K = 8  # keypoints per pair
+# image id → how the file is stored, for the files that are not baseline RGB JPEG (export re-encodes them);
+# every other image is an RGB noise JPEG
+SPECIAL = {"IMG 1": "png", f"{A}_40": "cmyk", f"{C}_1": "gray", f"{A}_12": "progressive"}
+LEFT, RIGHT = (200, 30, 40), (20, 180, 60)  # the two colours of a special image
+
+
+def special_bytes(kind: str, width: int, height: int) -> bytes:
+    """A two-colour picture (left half LEFT, right half RIGHT: JPEG loss stays small) stored as `kind`:
+    PNG bytes, a CMYK JPEG (PIL writes Adobe inverted CMYK, as Photoshop does), a grayscale JPEG or a
+    progressive RGB JPEG."""
+    arr = np.zeros((height, width, 3), np.uint8)
+    arr[:, : width // 2], arr[:, width // 2:] = LEFT, RIGHT
+    im = Image.fromarray(arr)
+    buf = io.BytesIO()
+    if kind == "png":
+        im.save(buf, format="PNG")
+    elif kind == "progressive":
+        im.save(buf, format="JPEG", quality=95, progressive=True)
+    else:
+        im.convert({"cmyk": "CMYK", "gray": "L"}[kind]).save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
 
 
 def write_data(data_root: Path, skip: set[str] = frozenset()) -> None:
@@ -52,7 +77,8 @@ def write_data(data_root: Path, skip: set[str] = frozenset()) -> None:
         for i, (image_id, name, (w, h), _) in enumerate(images):
             if image_id in skip:
                 continue
-            data = png_bytes(w, h) if name.endswith(".png") else jpeg_bytes(w, h, seed=10 * c + i)
+            kind = SPECIAL.get(image_id)
+            data = special_bytes(kind, w, h) if kind else jpeg_bytes(w, h, seed=10 * c + i)
             (folder / name).write_bytes(data)
 
 
@@ -91,8 +117,8 @@ def write_select(out: Path, wnids=(A, B, C), drop: set[tuple[str, str]] = frozen
     return sdir
 
 
-def context(tmp: Path, images: str = "hardlink", export_dir: Path | None = None) -> StageContext:
-    cfg = BuildConfig(export=ExportConfig(images=images, dir=export_dir))
+def context(tmp: Path, images: str = "hardlink", export_dir: Path | None = None, quality: int = 95) -> StageContext:
+    cfg = BuildConfig(export=ExportConfig(images=images, dir=export_dir, reencode_quality=quality))
     out = tmp / "out"
     stage_dir = out / "manifests" / "export"
     stage_dir.mkdir(parents=True, exist_ok=True)
@@ -154,7 +180,11 @@ def check_release(ctx: StageContext, out) -> None:
                 with Image.open(image) as im:
                     assert im.size == size
                 assert getattr(p, f"{side}_imsize") == size
-                assert image.read_bytes() == (ctx.data_root / r[f"{side}_rel_path"]).read_bytes()
+                source = ctx.data_root / r[f"{side}_rel_path"]
+                if r[f"{side}_id"] in SPECIAL:
+                    check_reencoded(image, source)
+                else:
+                    assert image.read_bytes() == source.read_bytes()
                 box = p.annotation[f"{side}_bndbox"]
                 assert all(type(v) is int for v in box)
                 assert 0 <= box[0] < box[2] <= size[0] - 1 and 0 <= box[1] < box[3] <= size[1] - 1
@@ -175,11 +205,25 @@ def check_release(ctx: StageContext, out) -> None:
     assert out.extra["bytes_on_disk"] > 0 and out.extra["bytes_images"] > 0
 
 
+def check_reencoded(image: Path, source: Path) -> None:
+    """`image` is a baseline RGB JPEG of `source`'s size and (roughly) its pixels as PIL reads them."""
+    with Image.open(image) as im, Image.open(source) as src:
+        assert (im.format, im.mode, im.size) == ("JPEG", "RGB", src.size)
+        assert not im.info.get("progressive") and "exif" not in im.info and "icc_profile" not in im.info
+        diff = np.abs(np.asarray(im, np.int16) - np.asarray(src.convert("RGB"), np.int16))
+    assert diff.mean() < 6  # q95 of a two-colour picture; an inverted CMYK would be off by ~100
+    assert image.stat().st_ino != source.stat().st_ino and not image.is_symlink()
+
+
+def methods(out, reencoded: int = len(SPECIAL), **rest: int) -> None:
+    assert out.extra["images_by_method"] == {"reencoded": reencoded, **rest}
+
+
 def test_export_reads_back_like_the_loaders(built) -> None:
     ctx, out = built
     check_release(ctx, out)
     root = Path(out.extra["release"])
-    assert out.extra["images_by_method"] == {"hardlink": out.extra["images"]}
+    methods(out, hardlink=out.extra["images"] - len(SPECIAL))
     src = ctx.data_root / A / f"{A}_3.JPEG"
     assert (root / "JPEGImages" / A / f"{A}_3.JPEG").stat().st_ino == src.stat().st_ino
     # the DHPF loader's folder name leads to the same release
@@ -191,12 +235,96 @@ def test_export_reads_back_like_the_loaders(built) -> None:
     assert sorted(p.name for p in (root / "JPEGImages").iterdir()) == [A, B, C]
 
 
+@pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")  # torchvision 0.29 on its io
+def test_non_baseline_images_are_reencoded(built) -> None:
+    """A PNG, a CMYK JPEG, a grayscale JPEG and a progressive JPEG under .JPEG names become baseline RGB
+    JPEGs that `torchvision.io.decode_jpeg` decodes to 3 channels of the original size; a baseline RGB
+    JPEG stays a hard link."""
+    pytest.importorskip("torchvision")
+    from torchvision.io import decode_jpeg, read_file
+
+    ctx, out = built
+    root = Path(out.extra["release"])
+    with open(root / "image_ids.csv", newline="") as fh:
+        files = {r["image_id"]: (root / r["file"], ctx.data_root / r["rel_path"]) for r in csv.DictReader(fh)}
+    assert out.extra["images_by_method"]["reencoded"] == len(SPECIAL)
+    sizes = {image_id: size for images in IMAGES.values() for image_id, _, size, _ in images}
+    for image_id, kind in SPECIAL.items():
+        image, source = files[image_id]
+        w, h = sizes[image_id]
+        pixels = decode_jpeg(read_file(str(image)))
+        assert tuple(pixels.shape) == (3, h, w), (kind, image)
+        check_reencoded(image, source)
+        left, right = (pixels[:, h // 2, x].tolist() for x in (w // 4, 3 * w // 4))
+        if kind == "gray":
+            assert max(left) - min(left) <= 2 and max(right) - min(right) <= 2
+        else:  # the colours survive (an inverted CMYK would turn (200, 30, 40) into about (55, 225, 215))
+            assert np.abs(np.subtract(left, LEFT)).max() <= 8 and np.abs(np.subtract(right, RIGHT)).max() <= 8
+    plain, source = files[f"{A}_3"]
+    assert plain.stat().st_ino == source.stat().st_ino
+    assert tuple(decode_jpeg(read_file(str(plain))).shape) == (3, 43, 51)
+    release = json.loads((root / "release.json").read_text())
+    assert (release["images_reencoded"], release["reencode_quality"]) == (len(SPECIAL), 95)
+
+
+def test_reencode_quality_setting(tmp_path: Path) -> None:
+    for bad in (0, 101):
+        with pytest.raises(ValidationError):
+            ExportConfig(reencode_quality=bad)
+    payload = ExportStage().fingerprint_payload(BuildConfig(), Path("/data"))
+    assert payload["reencode_quality"] == 95
+    low = BuildConfig(export=ExportConfig(reencode_quality=40))
+    assert ExportStage().fingerprint_payload(low, Path("/data"))["reencode_quality"] == 40
+    write_data(tmp_path / "data")
+    write_select(tmp_path / "out")
+    root = Path(ExportStage().run(context(tmp_path)).extra["release"])
+    best = (root / "JPEGImages" / A / f"{A}_40.JPEG").read_bytes()
+    ExportStage().run(context(tmp_path, quality=40))
+    assert len((root / "JPEGImages" / A / f"{A}_40.JPEG").read_bytes()) < len(best)
+    assert json.loads((root / "release.json").read_text())["reencode_quality"] == 40
+
+
+def test_which_files_are_reencoded(tmp_path: Path) -> None:
+    """The rule, on headers only: a JPEG (or MPO, a camera's multi-picture JPEG) in RGB, not progressive,
+    is kept; anything else is re-encoded."""
+    im = Image.new("RGB", (20, 12), LEFT)
+    cases = {"rgb.JPEG": (im, {"format": "JPEG"}), "mpo.JPEG": (im, {"format": "MPO", "save_all": True,
+                                                                     "append_images": [im]}),
+             "rgba.JPEG": (im.convert("RGBA"), {"format": "PNG"}), "p.JPEG": (im.convert("P"), {"format": "GIF"})}
+    for name, (picture, kwargs) in cases.items():
+        picture.save(tmp_path / name, **kwargs)
+    for kind in ("png", "cmyk", "gray", "progressive"):
+        (tmp_path / f"{kind}.JPEG").write_bytes(special_bytes(kind, 20, 12))
+    kept = {p.name for p in tmp_path.iterdir() if read_header(p).baseline_rgb_jpeg}
+    assert kept == {"rgb.JPEG", "mpo.JPEG"}
+    assert {read_header(p).size for p in tmp_path.iterdir()} == {(20, 12)}
+
+
+def test_reencoding_keeps_the_stored_pixels(tmp_path: Path) -> None:
+    """EXIF orientation is not applied (the loaders ignore it; keypoints are in stored pixels) and not
+    written; a file PIL cannot decode is an error naming it."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    src = tmp_path / "rotated.JPEG"
+    Image.new("L", (30, 10), 90).save(src, format="JPEG", exif=exif)
+    dst = tmp_path / "out.JPEG"
+    assert reencode_jpeg(src, dst, 95) == dst.stat().st_size
+    with Image.open(dst) as im:
+        assert (im.format, im.mode, im.size) == ("JPEG", "RGB", (30, 10)) and "exif" not in im.info
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.JPEG", "rotated.JPEG"]  # no temp file left
+    broken = tmp_path / "broken.JPEG"
+    broken.write_bytes(special_bytes("png", 30, 10)[:60])
+    with pytest.raises(ReleaseError, match=r"broken\.JPEG"):
+        reencode_jpeg(broken, tmp_path / "never.JPEG", 95)
+
+
 def test_image_id_mapping_is_recorded(built) -> None:
     ctx, out = built
     root = Path(out.extra["release"])
     with open(root / "image_ids.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     ids = {(r["wnid"], r["image_id"]): r["file"] for r in rows}
+    assert {r["image_id"] for r in rows if r["reencoded"] == "1"} == set(SPECIAL)
     assert ids[(A, f"{A}_12")] == f"JPEGImages/{A}/{A}_12.JPEG"
     # B: native 7 and 9; the others, sorted ("IMG 1" < "n01000001_77" < "n01000002_3-b"), get 10, 11, 12
     assert ids[(B, "IMG 1")] == f"JPEGImages/{B}/{B}_10.JPEG"
@@ -207,11 +335,12 @@ def test_image_id_mapping_is_recorded(built) -> None:
     assert out.extra["remapped_image_ids"] == 4
     for r in rows:
         assert (root / r["file"]).is_file()
-        assert (root / r["file"]).read_bytes() == (ctx.data_root / r["rel_path"]).read_bytes()
+        if r["reencoded"] == "0":
+            assert (root / r["file"]).read_bytes() == (ctx.data_root / r["rel_path"]).read_bytes()
     pair = next(p for p in read_release(root, "trn") if p.annotation["src_image_id"] == "IMG 1")
     assert pair.src_imname == f"{B}_10.JPEG" and pair.annotation["src_rel_path"] == f"{B}/IMG 1.png"
-    with Image.open(pair.src_image) as im:  # PNG bytes under a .JPEG name: PIL reads the content
-        assert im.format == "PNG"
+    with Image.open(pair.src_image) as im:  # the source's PNG bytes became a real JPEG
+        assert im.format == "JPEG"
 
 
 def test_rerun_is_idempotent_and_removes_stale_files(built, tmp_path: Path) -> None:
@@ -245,7 +374,8 @@ def test_image_modes(tmp_path: Path, mode: str) -> None:
         assert image.is_symlink() and Path(os.readlink(image)) == src.absolute()
     else:
         assert not image.is_symlink() and image.stat().st_ino != src.stat().st_ino
-    assert out.extra["images_by_method"] == {mode: out.extra["images"]}
+    methods(out, **{mode: out.extra["images"] - len(SPECIAL)})
+    check_reencoded(root / "JPEGImages" / B / f"{B}_10.JPEG", ctx.data_root / B / "IMG 1.png")
     for split in ("trn", "val"):
         assert read_release(root, split)
     ctx2 = context(tmp_path, mode, export_dir=tmp_path / "release-here")
@@ -358,7 +488,7 @@ def test_hardlink_falls_back_to_copy_across_devices(tmp_path: Path, monkeypatch:
     write_select(tmp_path / "out")
     monkeypatch.setattr(os, "link", cross_device)
     out = ExportStage().run(context(tmp_path))
-    assert out.extra["images_by_method"] == {"copy": out.extra["images"]}
+    methods(out, copy=out.extra["images"] - len(SPECIAL))
     assert out.extra["bytes_on_disk"] > out.extra["bytes_images"]
     assert read_release(Path(out.extra["release"]), "trn")
 

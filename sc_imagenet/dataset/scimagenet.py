@@ -21,6 +21,10 @@ Image ids: `<wnid>_<n>` (n = ASCII digits, the ImageNet form) keeps its n; any o
 category (a `-` or `:` inside, `IMG 1`, another category's prefix) gets the next numbers after the
 category's largest native n, in sorted-id order. The mapping is deterministic for a given set of
 exported images and is recorded in `image_ids.csv` and in every pair's JSON (`src_image_id`, ...).
+
+Image files: a baseline RGB JPEG is placed as it is (hard link, symlink or copy); any other file
+(a PNG or CMYK/grayscale/progressive JPEG under its `.JPEG` name, as ImageNet holds a few) is
+re-encoded as a baseline RGB JPEG of the same size, so every JPEG reader gets 3 channels from it.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from sc_imagenet.io.atomic import fsync_dir
+from sc_imagenet.io.atomic import fsync_dir, temp_path
 
 LAYOUT_DIR = "Layout/large"
 IMAGE_DIR = "JPEGImages"
@@ -53,6 +57,11 @@ SPLITS = ("trn", "val")  # the split names CATs/DHPF train.py load
 LOADER_DIR_NAMES = ("SC-ImageNet", "SC-IMAGENET")  # CATs/data/dataset.py, DHPF/data/dataset.py
 CATS_MAX_POINTS = 40  # CATs pads every pair to 40 points (DHPF: 400 for imagenet); more crash its get_points
 IMAGE_MODES = ("hardlink", "symlink", "copy")
+REENCODED = "reencoded"  # the images_by_method key of files written anew as baseline RGB JPEG
+REENCODE_QUALITY = 95  # default of export.reencode_quality
+# PIL formats that are a JPEG stream from the first byte: MPO is a camera's multi-picture JPEG, whose
+# first (main) picture is what libjpeg, torchvision and PIL decode
+JPEG_FORMATS = frozenset({"JPEG", "MPO"})
 ID_CSV = "image_ids.csv"
 RELEASE_JSON = "release.json"
 # scale_variation: ratio of the two objects' sizes (max side of the detected box), binned 0/1/2
@@ -204,9 +213,9 @@ class ReleaseSummary:
     images: int
     categories: int
     keypoints_per_pair: dict[int, int]  # N → pairs with N keypoints
-    images_by_method: dict[str, int]  # hardlink / copy / symlink
+    images_by_method: dict[str, int]  # hardlink / copy / symlink / reencoded
     remapped_ids: int  # image ids that were not `<wnid>_<digits>`
-    bytes_written: int  # annotation files + copied images (hard links and symlinks take no image bytes)
+    bytes_written: int  # annotation files + copied and re-encoded images (links take no image bytes)
     bytes_images: int  # size of the images the release holds or points to
 
     def as_dict(self) -> dict[str, Any]:
@@ -255,45 +264,106 @@ def _points(kps: Any, what: str) -> list[list[float]]:
     return float32_json(arr)
 
 
-def _image_size(path: Path) -> tuple[int, int]:
+@dataclass(frozen=True)
+class ImageHeader:
+    """What PIL's header parse tells about a file (it decodes no pixels)."""
+
+    size: tuple[int, int]  # (width, height)
+    format: str | None  # PIL's, from the content: "JPEG", "PNG", ...
+    mode: str  # "RGB", "L", "CMYK", ...
+    progressive: bool
+
+    @property
+    def baseline_rgb_jpeg(self) -> bool:
+        """True if the file may be placed as it is: a sequential (non-progressive) JPEG with 3
+        components. Anything else breaks some reader of the release: `torchvision.io.decode_jpeg`
+        refuses a PNG ("Not a JPEG file"), gives 4 channels for CMYK/YCCK and 1 for grayscale;
+        GPU decoders' hardware paths (nvJPEG's) take sequential JPEG only. Not checked (rare, and PIL's
+        header keeps no trace of them): arithmetic coding, lossless and hierarchical JPEG."""
+        return self.format in JPEG_FORMATS and self.mode == "RGB" and not self.progressive
+
+
+def read_header(path: Path) -> ImageHeader:
     from PIL import Image
 
     with Image.open(path) as im:
-        return im.size
+        progressive = bool(im.info.get("progressive") or im.info.get("progression"))
+        return ImageHeader(im.size, im.format, im.mode, progressive)
+
+
+def reencode_jpeg(src: Path, dst: Path, quality: int) -> int:
+    """Write `src` (any PIL-readable image) to `dst` as a baseline RGB JPEG of the same size at
+    `quality`; returns its size in bytes. Written to a temp name and renamed, so `dst` never holds
+    half a file (no fsync: the release tree is synced once before it is swapped in)."""
+    from PIL import Image
+
+    try:
+        with Image.open(src) as im:
+            size = im.size
+            # `convert("RGB")` is what the loaders' `Image.open(path).convert('RGB')` did with the
+            # original, so PIL-based readers see the same pixels as before (up to JPEG loss): CMYK
+            # from an Adobe (Photoshop) JPEG is read inverted by PIL and converted without an ICC
+            # profile, alpha is dropped, grayscale is copied to R, G and B.
+            rgb = im.convert("RGB")
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+        raise ReleaseError(f"{src} cannot be decoded for re-encoding ({type(exc).__name__}: {exc})") from None
+    if rgb.size != size:  # keypoints and boxes are in the original's pixels
+        raise ReleaseError(f"{src}: re-encoding changed the size {size} to {rgb.size}")
+    tmp = temp_path(dst)
+    # Pixels stay as stored: no EXIF transpose (the loaders ignore EXIF orientation, and the
+    # keypoints are in stored pixels), and neither EXIF nor an ICC profile is written, so a viewer
+    # shows the same orientation the keypoints refer to. 4:2:0 chroma is libjpeg's default and what
+    # ImageNet's own JPEGs use; progressive=False keeps it a baseline (sequential) JPEG.
+    rgb.save(tmp, format="JPEG", quality=quality, subsampling="4:2:0", progressive=False, optimize=False)
+    os.replace(tmp, dst)
+    return dst.stat().st_size
 
 
 class _Images:
-    """Puts source files into JPEGImages/ by hard link (falling back to a copy where the file system
-    refuses: another device, no link support), symlink (absolute target) or copy."""
+    """Puts source files into JPEGImages/: a baseline RGB JPEG by hard link (falling back to a copy
+    where the file system refuses: another device, no link support), symlink (absolute target) or
+    copy; any other file re-encoded as one (`reencode_jpeg`), whatever the mode, since a link or copy
+    would hand readers the same PNG or CMYK bytes."""
 
     FALLBACK: ClassVar[frozenset[int]] = frozenset(
         {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES})
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, quality: int = REENCODE_QUALITY) -> None:
         if mode not in IMAGE_MODES:
             raise ReleaseError(f"images: {mode!r} is not one of {IMAGE_MODES}")
+        if not 1 <= quality <= 100:
+            raise ReleaseError(f"re-encoding quality {quality} is not in 1..100")
         self.mode = mode
+        self.quality = quality
         self.links_work = True
-        self.counts: Counter[str] = Counter()
-        self.bytes_copied = 0
+        self.counts: Counter[str] = Counter({REENCODED: 0})  # always reported, 0 included
+        self.bytes_copied = 0  # copied and re-encoded image bytes the release holds itself
 
-    def place(self, src: Path, dst: Path) -> None:
+    def place(self, src: Path, dst: Path, reencode: bool = False) -> int:
+        """Put `src` at `dst`; returns the size of the image the release now holds or points to."""
+        if reencode:
+            size = reencode_jpeg(src, dst, self.quality)
+            self.counts[REENCODED] += 1
+            self.bytes_copied += size
+            return size
         if self.mode == "symlink":
             os.symlink(os.path.abspath(src), dst)
             self.counts["symlink"] += 1
-            return
+            return src.stat().st_size
         if self.mode == "hardlink" and self.links_work:
             try:
                 os.link(src, dst)
                 self.counts["hardlink"] += 1
-                return
+                return src.stat().st_size
             except OSError as exc:
                 if exc.errno not in self.FALLBACK:
                     raise
                 self.links_work = False  # the same file systems for every image: stop trying
         shutil.copyfile(src, dst)  # inside the release's temp tree: synced once before the swap
         self.counts["copy"] += 1
-        self.bytes_copied += dst.stat().st_size
+        size = dst.stat().st_size
+        self.bytes_copied += size
+        return size
 
 
 def _text_bytes(path: Path, text: str) -> int:
@@ -334,14 +404,17 @@ def write_release(
     on_pair: Callable[[dict[str, Any]], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
     check_sizes: bool = True,
+    reencode_quality: int = REENCODE_QUALITY,
 ) -> ReleaseSummary:
     """Write the release to `root` (e.g. `<dir>/SC-ImageNet`), replacing any earlier one.
 
     `pairs` must come grouped by category (each category's pairs together); one category is held in
     memory at a time. The release is built in `<parent>/.<name>.tmp-<pid>` and renamed into place at
     the end, so a failure leaves the earlier release as it was and a rerun never leaves stale files.
-    Every pair's source and target file must exist and (`check_sizes`) have the size the pair says;
-    otherwise nothing is replaced and `ReleaseError` names the images. `on_pair` gets one manifest row
+    Every pair's source and target file must exist, open with PIL and (`check_sizes`) have the size
+    the pair says; otherwise nothing is replaced and `ReleaseError` names the images. Baseline RGB
+    JPEGs are placed by `images` (hardlink / symlink / copy), every other file is re-encoded as one at
+    `reencode_quality` (`ImageHeader.baseline_rgb_jpeg`). `on_pair` gets one manifest row
     per written pair (`pair_id, split, wnid, src_id, trg_id, src_image, trg_image, annotation`);
     `on_progress` the number of pairs written so far.
     """
@@ -354,8 +427,14 @@ def write_release(
                            f"(no {RELEASE_JSON} or {LAYOUT_DIR}/); refusing to replace it")
     tmp = parent / f".{root.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
+    placer = _Images(images, reencode_quality)
+    from sc_imagenet.io.images import pil_pixel_limit_lifted
+
     try:
-        summary = _write_tree(tmp, pairs, _Images(images), info or {}, on_pair, on_progress, check_sizes)
+        # `index` already held every image to its own `max_pixels`; PIL's bomb limit would only
+        # turn a larger one that index accepted into an error here
+        with pil_pixel_limit_lifted():
+            summary = _write_tree(tmp, pairs, placer, info or {}, on_pair, on_progress, check_sizes)
         _swap(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -388,7 +467,7 @@ def _write_tree(
     for split in SPLITS:
         (tmp / ANNOTATION_DIR / split).mkdir(parents=True)
     lines: dict[str, list[str]] = {s: [] for s in SPLITS}
-    id_rows: list[tuple[str, str, str, str]] = []
+    id_rows: list[tuple[str, str, str, str, int]] = []
     kp_counts: Counter[int] = Counter()
     written = bytes_images = remapped = 0
     seen: set[str] = set()
@@ -400,7 +479,7 @@ def _write_tree(
         check_wnid(wnid)
         cat = sorted(group, key=lambda p: (SPLITS.index(p.split) if p.split in SPLITS else len(SPLITS),
                                            p.src_id, p.trg_id))
-        sources = _category_images(wnid, cat, check_sizes)
+        sources, headers = _category_images(wnid, cat, check_sizes)
         numbers = image_numbers(wnid, sources)
         remapped += sum(native_number(wnid, i) is None for i in numbers)
         folder = tmp / IMAGE_DIR / wnid
@@ -408,9 +487,9 @@ def _write_tree(
         for image_id in sorted(sources):
             src, rel, _ = sources[image_id]
             name = image_name(wnid, numbers[image_id])
-            placer.place(src, folder / name)
-            bytes_images += src.stat().st_size
-            id_rows.append((wnid, image_id, f"{IMAGE_DIR}/{wnid}/{name}", rel))
+            reencode = not headers[image_id].baseline_rgb_jpeg
+            bytes_images += placer.place(src, folder / name, reencode)
+            id_rows.append((wnid, image_id, f"{IMAGE_DIR}/{wnid}/{name}", rel, int(reencode)))
         for p in cat:
             pid = pair_id(index, numbers[p.src_id], numbers[p.trg_id], wnid)
             doc = _annotation(p, pid, image_name(wnid, numbers[p.src_id]), image_name(wnid, numbers[p.trg_id]))
@@ -430,7 +509,7 @@ def _write_tree(
         written += _text_bytes(tmp / LAYOUT_DIR / f"{split}.txt", "".join(f"{x}\n" for x in lines[split]))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["wnid", "image_id", "file", "rel_path"])
+    w.writerow(["wnid", "image_id", "file", "rel_path", "reencoded"])
     w.writerows(sorted(id_rows))
     written += _text_bytes(tmp / ID_CSV, buf.getvalue())
     summary = ReleaseSummary(tmp, {s: len(lines[s]) for s in SPLITS}, len(id_rows), len(seen), dict(kp_counts),
@@ -438,16 +517,23 @@ def _write_tree(
     doc = {"format": "SC-ImageNet (CATs/DHPF loader layout)", "splits": list(SPLITS),
            **{k: v for k, v in summary.as_dict().items() if k not in ("release", "bytes_written", "bytes_images",
                                                                         "images_by_method")},
+           # no per-method counts (hardlink vs copy depends on the file system, not on the release);
+           # which files were re-encoded does: their bytes differ from the source's
+           "images_reencoded": placer.counts[REENCODED], "reencode_quality": placer.quality,
            "scale_variation_bins": list(SCALE_VARIATION_BINS), **_json_value(dict(info))}
     written += _text_bytes(tmp / RELEASE_JSON, json.dumps(doc, indent=2, sort_keys=True) + "\n")
     summary.bytes_written = written + placer.bytes_copied
     return summary
 
 
-def _category_images(wnid: str, cat: list[ExportPair], check_sizes: bool) -> dict[str, tuple[Path, str, tuple]]:
+def _category_images(
+    wnid: str, cat: list[ExportPair], check_sizes: bool
+) -> tuple[dict[str, tuple[Path, str, tuple]], dict[str, ImageHeader]]:
     """image id → (source file, rel path, (width, height)) of one category's pairs, checked: one file
-    and one size per id, one split per image, every file present with that size."""
+    and one size per id, one split per image, every file present, readable by PIL and (`check_sizes`)
+    of that size; and image id → its header (the one open per image that decides re-encoding)."""
     sources: dict[str, tuple[Path, str, tuple]] = {}
+    headers: dict[str, ImageHeader] = {}
     split_of: dict[str, str] = {}
     problems: list[str] = []
     for p in cat:
@@ -465,20 +551,21 @@ def _category_images(wnid: str, cat: list[ExportPair], check_sizes: bool) -> dic
     for image_id, (src, _rel, size) in sorted(sources.items()):
         if not src.is_file():
             problems.append(f"{wnid}/{image_id}: {src} is missing")
-        elif check_sizes:
-            try:
-                actual = _image_size(src)
-            except OSError as exc:
-                problems.append(f"{wnid}/{image_id}: {src} cannot be read ({exc})")
-                continue
-            if actual != size:
-                problems.append(f"{wnid}/{image_id}: {src} is {actual[0]}x{actual[1]}, the manifest says "
-                                f"{size[0]}x{size[1]}")
+            continue
+        try:
+            header = headers[image_id] = read_header(src)
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+            problems.append(f"{wnid}/{image_id}: {src} cannot be read ({exc})")
+            continue
+        if check_sizes and header.size != size:
+            actual = header.size
+            problems.append(f"{wnid}/{image_id}: {src} is {actual[0]}x{actual[1]}, the manifest says "
+                            f"{size[0]}x{size[1]}")
     if problems:
         more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
         raise ReleaseError("images changed since `select` ran; rerun the build from `index` "
                            "(`--force index`) or restore them:\n  " + "\n  ".join(problems[:20]) + more)
-    return sources
+    return sources, headers
 
 
 def _annotation(p: ExportPair, pid: str, src_name: str, trg_name: str) -> dict[str, Any]:

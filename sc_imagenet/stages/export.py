@@ -1,7 +1,9 @@
 """Stage `export`: the selected pairs as an SC-ImageNet release that the public CATs and DHPF
 SC-ImageNet loaders read unchanged (`<export.dir>/<export.name>/`: Layout/large/{trn,val}.txt,
-PairAnnotation/{trn,val}/<pair_id>.json, JPEGImages/<wnid>/<wnid>_<n>.JPEG). The manifest lists
-every exported pair; the release itself is the stage's artifact, named in `_stage.json`."""
+PairAnnotation/{trn,val}/<pair_id>.json, JPEGImages/<wnid>/<wnid>_<n>.JPEG). Baseline RGB JPEGs
+enter the release as `export.images` says; every other image file (PNG, CMYK, grayscale or progressive
+under a .JPEG name) is re-encoded as a baseline RGB JPEG at `export.reencode_quality`. The manifest
+lists every exported pair; the release itself is the stage's artifact, named in `_stage.json`."""
 
 from __future__ import annotations
 
@@ -61,7 +63,8 @@ class ExportStage(Stage):
             raise ConfigError(f"select.keypoints = {cfg.select.keypoints}: the public CATs SC-ImageNet loader pads "
                               f"every pair to {CATS_MAX_POINTS} keypoints and fails on more; use at most "
                               f"{CATS_MAX_POINTS} (paper: 32) to export")
-        return {"dir": str(e.dir) if e.dir is not None else None, "name": e.name, "images": e.images}
+        return {"dir": str(e.dir) if e.dir is not None else None, "name": e.name, "images": e.images,
+                "reencode_quality": e.reencode_quality}
 
     def run(self, ctx: StageContext) -> StageOutput:
         e = ctx.cfg.export
@@ -81,7 +84,7 @@ class ExportStage(Stage):
             with ShardWriter(path, SCHEMA, ctx.fingerprint, self.schema_version) as writer:
                 summary = write_release(root, select_pairs(select_dir, wnids, ctx.data_root), e.images, info=info,
                                         on_pair=lambda row: writer.write({**row, "status": "exported"}),
-                                        on_progress=progress)
+                                        on_progress=progress, reencode_quality=e.reencode_quality)
         finally:
             bar.close()
         aliases = link_loader_names(root, ctx.log)
@@ -93,8 +96,9 @@ class ExportStage(Stage):
             "bytes_on_disk": summary.bytes_written,
             "aliases": [str(a) for a in aliases],
         }
+        methods = ", ".join(f"{k} {v}" for k, v in sorted(summary.images_by_method.items()))
         ctx.log(f"[export] {n} pairs ({', '.join(f'{k} {v}' for k, v in summary.pairs_by_split.items())}), "
-                f"{summary.images} images of {summary.categories} categories → {root}")
+                f"{summary.images} images ({methods}) of {summary.categories} categories → {root}")
         table = [{"split": k, "pairs": v} for k, v in summary.pairs_by_split.items()]
         table.append({"split": "total", "pairs": n})
         return StageOutput(n, {"exported": n}, [path], 0, extra, table)
