@@ -47,6 +47,12 @@ def test_every_stage_complete_and_quality_recorded(dataset_build: dict) -> None:
     assert q["comparison"]["oracle"]["spearman"] == pytest.approx(1.0)
     assert record.extra["images_selected_category_scope"] == record.extra["images_selected"]
     assert "images_selected_global_scope" in record.extra
+    # pairs are counted both ways: every kept row, and distinct unordered image pairs ({a, b} once)
+    kept = read_manifest(plan.stage_dir("select")).to_pandas().query("keep")
+    unordered = {tuple(sorted(p)) for p in zip(kept.src_id, kept.trg_id, strict=True)}
+    assert record.extra["pairs"] == len(kept) and record.extra["pairs_unordered"] == len(unordered)
+    assert record.extra["pairs_unordered_per_selected_image"] == round(
+        len(unordered) / record.extra["images_selected"], 3)
 
 
 def test_selection_invariants(dataset_build: dict) -> None:

@@ -101,3 +101,22 @@ def test_lock_is_exclusive_and_names_holder(tmp_path: Path) -> None:
         BuildLock(tmp_path).acquire()
     with BuildLock(tmp_path):  # released on exit
         pass
+
+
+def test_reading_some_categories_opens_only_their_shards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for n, wnid in enumerate(["n1", "n2", "n3"]):
+        with ShardWriter(shard_path(tmp_path, wnid), SCHEMA, "fp", 1) as w:
+            w.write_many({"image_id": f"{wnid}_{i}", "value": i} for i in range(n + 2))
+    everything = read_manifest(tmp_path).to_pandas()
+    import sc_imagenet.io.manifest as manifest
+
+    def no_listing(_: Path) -> list[Path]:
+        raise AssertionError("a per-category read listed every shard of the stage")
+
+    monkeypatch.setattr(manifest, "list_shards", no_listing)
+    some = read_manifest(tmp_path, wnids=["n3", "n1"]).to_pandas()
+    pd.testing.assert_frame_equal(some.reset_index(drop=True),
+                                  everything[everything.wnid.isin(["n1", "n3"])].reset_index(drop=True))
+    monkeypatch.undo()
+    empty = read_manifest(tmp_path, columns=["image_id", "wnid"], wnids=["n9"])
+    assert empty.num_rows == 0 and empty.schema.names == ["image_id", "wnid"]

@@ -198,9 +198,17 @@ def read_stage_record(stage_dir: Path) -> StageRecord | None:
         return None  # a record from an incompatible version counts as absent: the stage reruns
 
 
-def open_manifest(stage_dir: Path) -> ds.Dataset:
-    """The stage's shards as one pyarrow dataset (`wnid` from the hive folder names, as a string)."""
-    shards = list_shards(stage_dir)
+def open_manifest(stage_dir: Path, wnids: Iterable[str] | None = None) -> ds.Dataset:
+    """The stage's shards as one pyarrow dataset (`wnid` from the hive folder names, as a string). With
+    `wnids`, only those categories' shards are opened, by path: a per-category reader then costs the same
+    whatever the number of categories (listing every shard for each of ImageNet's 679 categories was
+    quadratic); a category without a shard contributes no rows."""
+    if wnids is None:
+        shards = list_shards(stage_dir)
+    else:
+        shards = [p for p in (shard_path(stage_dir, w) for w in sorted(set(wnids))) if p.exists()]
+        if not shards:  # no rows: the schema comes from any shard of the stage
+            return open_manifest(stage_dir).filter(ds.field("wnid").isin(pa.array([], pa.string())))
     if not shards:
         raise FileNotFoundError(f"no manifest shards under {stage_dir}")
     partitioning = ds.partitioning(pa.schema([("wnid", pa.string())]), flavor="hive")
@@ -208,8 +216,10 @@ def open_manifest(stage_dir: Path) -> ds.Dataset:
                       partition_base_dir=str(stage_dir))
 
 
-def read_manifest(stage_dir: Path, columns: list[str] | None = None, filter: Any = None) -> pa.Table:
-    return open_manifest(stage_dir).to_table(columns=columns, filter=filter)
+def read_manifest(stage_dir: Path, columns: list[str] | None = None, filter: Any = None,
+                  wnids: Iterable[str] | None = None) -> pa.Table:
+    """A stage's rows (only `wnids`' shards if given) as one table."""
+    return open_manifest(stage_dir, wnids).to_table(columns=columns, filter=filter)
 
 
 class Timer:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import zlib
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from tqdm.auto import tqdm
 
 from sc_imagenet.config import BuildConfig
 from sc_imagenet.dataset.selection import choose_points, select_top, stable_uniform, val_groups
-from sc_imagenet.io.manifest import ShardWriter, category_shards, read_manifest, shard_path
+from sc_imagenet.io.manifest import ShardWriter, category_shards, shard_path
 from sc_imagenet.stages.base import Stage, StageContext, StageOutput, merge_counts, register_stage
 from sc_imagenet.stages.consistency import ConsistencyStage
 from sc_imagenet.stages.label import LabelStage
@@ -121,24 +122,27 @@ class SelectStage(Stage):
     def figures(ctx: StageContext, images: pd.DataFrame, other_selected: np.ndarray, threshold: float,
                 shards: list[Path]) -> dict[str, Any]:
         s = ctx.cfg.select
-        cols = SelectStage.columns("src_id", "trg_id", "split", "keep", "src_kps", "trg_kps")
-        rows = pd.concat([pq.read_table(p, columns=cols).to_pandas() for p in shards], ignore_index=True) \
-            if shards else pd.DataFrame(columns=cols)
-        kept = rows[rows["keep"].astype(bool)]
+        kept = kept_pair_counts(shards)
         n_sel = int(images["selected"].sum())
-        per_image = kept.groupby("src_id").size()
         extra: dict[str, Any] = {
             "images": len(images), "images_selected": n_sel,
             f"images_selected_{s.scope}_scope": n_sel,
             f"images_selected_{'global' if s.scope == 'category' else 'category'}_scope": int(other_selected.sum()),
-            "pairs": len(kept),
-            "pairs_by_split": {k: int(v) for k, v in kept["split"].value_counts().items()},
-            "pairs_per_selected_image": round(float(len(per_image) and per_image.sum() / max(n_sel, 1)), 3),
+            "pairs": kept.pairs, "pairs_by_split": kept.by_split,
+            "pairs_per_selected_image": round(kept.pairs / max(n_sel, 1), 3) if kept.pairs else 0.0,
+            # a → b and b → a are two pairs of the release (each direction has its own keypoints); the paper's
+            # ratio of 7.0 is compared with these unordered counts (docs/dataset.md, "How pairs are counted")
+            "pairs_unordered": kept.unordered,
+            "pairs_unordered_per_selected_image": round(kept.unordered / max(n_sel, 1), 3) if kept.pairs else 0.0,
             "keypoints_per_pair": s.keypoints, "rank_by": s.rank_by, "point_threshold": threshold,
         }
         if ctx.cfg.data.source == "synthetic":
             from sc_imagenet.dataset.quality import TruthOracle, evaluate_dataset, quality_line
 
+            # synthetic builds are demo-sized: the ground-truth check reads every pair at once
+            cols = SelectStage.columns("src_id", "trg_id", "split", "keep", "src_kps", "trg_kps")
+            rows = pd.concat([pq.read_table(p, columns=cols).to_pandas() for p in shards], ignore_index=True) \
+                if shards else pd.DataFrame(columns=cols)
             edges = pd.concat([category_edges(ctx.inputs, w) for w in category_shards(ctx.inputs["consistency"])],
                               ignore_index=True)
             quality = evaluate_dataset(TruthOracle(ctx.data_root), edges, images, rows, s.fraction, s.keypoints,
@@ -146,6 +150,29 @@ class SelectStage(Stage):
             extra["quality"] = quality
             ctx.log("[select] " + quality_line(quality))
         return extra
+
+
+@dataclass
+class KeptPairs:
+    pairs: int = 0
+    unordered: int = 0  # distinct image pairs {a, b}: a → b and b → a count once
+    by_split: dict[str, int] = field(default_factory=dict)
+
+
+def kept_pair_counts(shards: list[Path]) -> KeptPairs:
+    """Kept pairs of the written shards, one shard at a time (memory: one category). Pairs never cross
+    categories, so unordered pairs are counted inside each shard."""
+    out = KeptPairs()
+    split: Counter[str] = Counter()
+    for path in shards:
+        t = pq.read_table(path, columns=SelectStage.columns("src_id", "trg_id", "split", "keep"),
+                          filters=pc.field("keep"))
+        src, trg = t["src_id"].to_pylist(), t["trg_id"].to_pylist()
+        out.pairs += len(src)
+        out.unordered += len({(a, b) if a < b else (b, a) for a, b in zip(src, trg, strict=True)})
+        split.update(t["split"].to_pylist())
+    out.by_split = dict(split)
+    return out
 
 
 RANK_COLUMNS = {"loop3": "image_consistent", "loop2": "image_fb_consistent", "score": "image_match_score"}
@@ -161,10 +188,17 @@ EDGE_STATUSES = ("ok", "no_loops")
 
 
 def image_table(consistency_dir: Path, rank_by: str, seed: int) -> pd.DataFrame:
-    """One row per source image with an edge: wnid, src_id, group and its ranking `score`."""
-    table = read_manifest(consistency_dir, columns=IMAGE_COLUMNS,
-                          filter=pc.field("status").isin(list(EDGE_STATUSES))).to_pandas()
-    images = table.drop_duplicates("src_id").sort_values(["wnid", "src_id"]).reset_index(drop=True)
+    """One row per source image with an edge: wnid, src_id, group and its ranking `score`. Read one category
+    shard at a time (the image columns repeat on every edge row), so memory holds images, not edges."""
+    parts = []
+    for wnid in category_shards(consistency_dir):
+        t = pq.read_table(shard_path(consistency_dir, wnid), columns=IMAGE_COLUMNS[1:],
+                          filters=pc.field("status").isin(list(EDGE_STATUSES))).to_pandas()
+        t = t.drop_duplicates("src_id")
+        t.insert(0, "wnid", wnid)
+        parts.append(t)
+    images = (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=IMAGE_COLUMNS))
+    images = images.sort_values(["wnid", "src_id"]).reset_index(drop=True)
     if rank_by == "random":
         images["score"] = [stable_uniform(seed, "rank", i) for i in images["src_id"]]
     else:

@@ -120,11 +120,9 @@ class SingleInstanceStage(Stage):
 def read_kept_images(stage_dir: Path, columns: list[str], wnids: list[str] | None = None) -> pa.Table:
     """The kept rows of a `single_instance` manifest (only `wnids`' shards if given), with `columns`
     (checked against this stage's schema; `wnid` allowed)."""
-    keep, wnid = SingleInstanceStage.columns("keep", "wnid")
+    (keep,) = SingleInstanceStage.columns("keep")
     flt = pc.field(keep) == True  # noqa: E712 (an Arrow expression, not a Python comparison)
-    if wnids is not None:
-        flt = flt & pc.field(wnid).isin(list(wnids))
-    return read_manifest(Path(stage_dir), columns=SingleInstanceStage.columns(*columns), filter=flt)
+    return read_manifest(Path(stage_dir), columns=SingleInstanceStage.columns(*columns), filter=flt, wnids=wnids)
 
 
 def foreground_provider(stage_dir: Path, data_root: Path, source: str, wnids: list[str] | None = None,
