@@ -12,12 +12,14 @@ import torch
 from sc_imagenet.config import TrainConfig
 from sc_imagenet.io.checkpoints import latest_checkpoint, list_checkpoints, load_checkpoint
 from sc_imagenet.io.images import load_rgb
+from sc_imagenet.matching.backbones import Features
 from sc_imagenet.matching.builder import load_generator
 from sc_imagenet.matching.cascade import CascadeGenerator
 from sc_imagenet.matching.geometry import index_to_pixels
 from sc_imagenet.matching.settings import CascadeSettings
 from sc_imagenet.synth import SynthConfig, generate_dataset, load_groundtruth
 from sc_imagenet.train.loop import (
+    FeatureCache,
     TrainData,
     TrainingDivergedError,
     param_groups,
@@ -133,6 +135,37 @@ class TestEpochPlan:
         plan = EpochPlan({"w": ["a", "b", "c", "d"]}, seed=0, batch_size=4)
         with pytest.raises(ValueError, match="no complete batch"):
             plan.batch(0)
+
+
+class CountingBackbone:
+    """Encodes an image to a (4, 2) token grid of its mean value; counts images encoded."""
+
+    def __init__(self) -> None:
+        self.encoded = 0
+
+    def encode(self, images: list[np.ndarray]) -> Features:
+        self.encoded += len(images)
+        values = torch.tensor([float(im.mean()) for im in images])
+        return Features(values[:, None, None].expand(-1, 4, 2).contiguous(), (2, 2), values[:, None].expand(-1, 2))
+
+
+class TestFeatureCache:
+    def test_budget_bounds_memory_and_later_images_are_encoded_again(self) -> None:
+        backbone = CountingBackbone()
+        images = {f"i{k}": np.full((4, 4, 3), k, np.uint8) for k in range(6)}
+        per_image = (4 * 2 + 2) * 4  # bytes of one image's tokens + global token (float32)
+        cache = FeatureCache(backbone, images.__getitem__, keep=True, max_bytes=3 * per_image)
+        ids = list(images)
+        first = cache.get(ids, [images[i] for i in ids], torch.device("cpu"))
+        assert backbone.encoded == 6 and len(cache.store) == 3 and cache.bytes == 3 * per_image
+        again = cache.get(ids, [images[i] for i in ids], torch.device("cpu"))
+        assert backbone.encoded == 9  # the three past the budget, once more
+        assert torch.equal(first.tokens, again.tokens) and torch.equal(first.global_token, again.global_token)
+
+    def test_off_keeps_nothing(self) -> None:
+        cache = FeatureCache(CountingBackbone(), lambda i: np.zeros((4, 4, 3), np.uint8), keep=False)
+        cache.get(["a"], [np.zeros((4, 4, 3), np.uint8)], torch.device("cpu"))
+        assert cache.store == {} and cache.bytes == 0
 
 
 @pytest.fixture(scope="module")

@@ -128,7 +128,7 @@ class TrainStage(Stage):
                               "models/registry.yaml entry or a path); nothing is downloaded. The weight-free "
                               "choice is train.backbone: dense-sift")
         # how, not what: device, logging and checkpoint cadence stay out
-        how = {"device", "log_every", "checkpoint_every", "cache_features", "eval_pairs"}
+        how = {"device", "log_every", "checkpoint_every", "cache_features", "feature_cache_gb", "eval_pairs"}
         return {"seed": cfg.seed, "data_root": str(data_root),
                 "train": {k: v for k, v in t.model_dump(mode="json").items() if k not in how},
                 "backbone_sha256": weights_sha256(ckpt) if ckpt else None}

@@ -69,12 +69,22 @@ def param_groups(model: CascadeGenerator, cfg: TrainConfig) -> list[dict[str, An
 
 
 class FeatureCache:
-    """Image-level features, computed once per image (never per pair)."""
+    """Image-level features, computed once per image (never per pair) and kept up to `max_bytes`: at
+    ImageNet's size every image's tokens would not fit in memory, so images past the budget are encoded
+    again when they come back in a later epoch (the same features: the backbone is frozen)."""
 
-    def __init__(self, backbone: Backbone, load_image: Callable[[str], np.ndarray], keep: bool) -> None:
-        self.backbone, self.load_image, self.keep = backbone, load_image, keep
+    def __init__(self, backbone: Backbone, load_image: Callable[[str], np.ndarray], keep: bool,
+                 max_bytes: float = float("inf")) -> None:
+        self.backbone, self.load_image, self.keep, self.max_bytes = backbone, load_image, keep, max_bytes
         self.store: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.bytes = 0
         self.grid: tuple[int, int] | None = None
+
+    def _add(self, image_id: str, value: tuple[torch.Tensor, torch.Tensor]) -> None:
+        size = sum(t.numel() * t.element_size() for t in value)
+        if self.keep and self.bytes + size <= self.max_bytes:
+            self.store[image_id] = (value[0].clone(), value[1].clone())  # not a view pinning the whole batch
+            self.bytes += size
 
     def get(self, ids: Sequence[str], images: Sequence[np.ndarray], device: torch.device) -> Features:
         missing = [i for i, image_id in enumerate(ids) if image_id not in self.store]
@@ -84,8 +94,7 @@ class FeatureCache:
             self.grid = f.grid
             for j, i in enumerate(missing):
                 fresh[ids[i]] = (f.tokens[j].cpu(), f.global_token[j].cpu())
-            if self.keep:
-                self.store.update(fresh)
+                self._add(ids[i], fresh[ids[i]])
         rows = [self.store.get(i) or fresh[i] for i in ids]
         return Features(torch.stack([r[0] for r in rows]).to(device), self.grid,
                         torch.stack([r[1] for r in rows]).to(device))
@@ -159,7 +168,7 @@ def train_generator(cfg: TrainConfig, seed: int, data: TrainData, ckpt_dir: Path
         _barrier(world)
         return path
 
-    cache = FeatureCache(backbone, data.load_image, cfg.cache_features)
+    cache = FeatureCache(backbone, data.load_image, cfg.cache_features, cfg.feature_cache_gb * 2**30)
     model.train()
     t_log, pairs_since, labels_since = time.perf_counter(), 0, 0
     while step < total:
