@@ -18,10 +18,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sc_imagenet.config import BuildConfig
-from sc_imagenet.io.manifest import STAGE_RECORD, ShardWriter, list_shards, read_manifest, read_stage_record, shard_path
+from sc_imagenet.io.manifest import (
+    STAGE_RECORD,
+    ShardWriter,
+    category_shards,
+    list_shards,
+    read_manifest,
+    read_stage_record,
+    shard_path,
+)
 from sc_imagenet.report import (
     PAGE,
     USABLE_STATES,
@@ -170,6 +179,22 @@ class _Build:
             self.problems.append(f"the {name} manifest could not be read: {type(exc).__name__}: {exc}")
             return None
 
+    def images_table(self, name: str, columns: list[str],
+                     per_image: Callable[[pa.Table], pd.DataFrame]) -> pd.DataFrame | None:
+        """A per-edge manifest reduced to one row per source image, one category shard at a time: memory
+        holds images, never every edge (7 M of them on ImageNet)."""
+        if not self.usable(name):
+            return None
+        try:
+            stored = [c for c in columns if c != "wnid"]
+            parts = [per_image(pq.read_table(shard_path(self.dir(name), w), columns=stored)).assign(wnid=w)
+                     for w in category_shards(self.dir(name))]
+            empty = per_image(pa.table({c: pa.array([], STAGES[name].schema.field(c).type) for c in stored}))
+            return pd.concat([empty.assign(wnid=pd.Series(dtype=object)), *parts], ignore_index=True)
+        except Exception as exc:  # e.g. a stale manifest of an older schema: its numbers stay empty
+            self.problems.append(f"the {name} manifest could not be read: {type(exc).__name__}: {exc}")
+            return None
+
     def shard(self, name: str, wnid: str, columns: list[str]) -> pd.DataFrame:
         path = shard_path(self.dir(name), wnid)
         return pq.read_table(path, columns=columns).to_pandas() if path.exists() else pd.DataFrame(columns=columns)
@@ -195,8 +220,8 @@ def gather_report(out_dir: Path, cfg: BuildConfig, data_root: Path, states: dict
         "categories": b.table("categories", CATEGORY_COLUMNS),
         "index": b.table("index", INDEX_COLUMNS),
         "single_instance": b.table("single_instance", SINGLE_COLUMNS),
-        "label": b.table("label", LABEL_COUNT_COLUMNS),
-        "select": b.table("select", SELECT_COLUMNS),
+        "label": b.images_table("label", LABEL_COUNT_COLUMNS, label_images),
+        "select": b.images_table("select", SELECT_COLUMNS, select_images),
         "export": b.table("export", EXPORT_COLUMNS),
     }
     data.funnel, data.per_category = funnel_counts(tables)
@@ -241,7 +266,10 @@ def funnel_counts(t: dict[str, pd.DataFrame | None]) -> tuple[dict[str, int | No
                                                                  "select", "export"))
     parts: dict[str, pd.Series] = {}
 
-    def per_wnid(key: str, frame: pd.DataFrame, ids: list[str] | None = None) -> int:
+    def per_wnid(key: str, frame: pd.DataFrame, ids: list[str] | None = None, total: str | None = None) -> int:
+        if total is not None:  # rows that stand for several (an image's edges): their count column
+            parts[key] = frame.groupby("wnid")[total].sum().astype(int)
+            return int(frame[total].sum())
         if ids is None:
             parts[key] = frame.groupby("wnid").size()
             return len(frame)
@@ -259,12 +287,11 @@ def funnel_counts(t: dict[str, pd.DataFrame | None]) -> tuple[dict[str, int | No
         "images_single_instance", single[single["keep"].astype(bool)], ["image_id"])
     edges = None if label is None else label[label["status"] == "ok"]
     f["images_labelled"] = None if edges is None else per_wnid("images_labelled", edges, ["src_id"])
-    f["pairs_labelled"] = None if edges is None else per_wnid("pairs_labelled", edges)
-    kept = None if select is None else select[select["keep"].astype(bool)]
+    f["pairs_labelled"] = None if edges is None else per_wnid("pairs_labelled", edges, total="edges")
     f["images_selected"] = None if select is None else per_wnid(
         "images_selected", select[select["src_selected"].astype(bool)], ["src_id"])
-    f["pairs_selected"] = None if kept is None else per_wnid("pairs_selected", kept)
-    f["keypoints"] = None if kept is None else int(sum(len(k) // 2 for k in kept["src_kps"]))
+    f["pairs_selected"] = None if select is None else per_wnid("pairs_selected", select, total="kept_pairs")
+    f["keypoints"] = None if select is None else int(select["keypoints"].sum())
     if export is None:
         f["images_exported"] = f["pairs_exported"] = None
     else:
@@ -288,6 +315,27 @@ def funnel_counts(t: dict[str, pd.DataFrame | None]) -> tuple[dict[str, int | No
     for key in parts:
         per.loc[~per["keep"].astype(bool), key] = None
     return f, per
+
+
+def label_images(shard: pa.Table) -> pd.DataFrame:
+    """One `label` shard as one row per (source image, status, error), with its number of edges (`ok` rows)."""
+    df = shard.select(["src_id", "status", "error"]).to_pandas()
+    ok = df["status"] == "ok"
+    edges = df[ok].groupby("src_id", as_index=False).size().rename(columns={"size": "edges"})
+    edges["status"], edges["error"] = "ok", None
+    return pd.concat([edges, df[~ok].assign(edges=0)], ignore_index=True)[["src_id", "status", "error", "edges"]]
+
+
+def select_images(shard: pa.Table) -> pd.DataFrame:
+    """One `select` shard as one row per source image: its score and selection, its kept pairs and their
+    keypoints."""
+    keep = shard["keep"].to_numpy(zero_copy_only=False).astype(bool)
+    points = pc.list_value_length(shard["src_kps"]).fill_null(0).to_numpy(zero_copy_only=False) // 2
+    df = shard.select(["src_id", "src_selected", "src_score"]).to_pandas()
+    df["kept_pairs"], df["keypoints"] = keep.astype(np.int64), np.where(keep, points, 0).astype(np.int64)
+    return df.groupby("src_id", as_index=False, sort=True).agg(
+        src_selected=("src_selected", "first"), src_score=("src_score", "first"), kept_pairs=("kept_pairs", "sum"),
+        keypoints=("keypoints", "sum"))
 
 
 def _spread(items: list[str], n: int) -> list[str]:
@@ -332,7 +380,7 @@ def _gallery(data: ReportData, b: _Build, cfg: BuildConfig, data_root: Path, t: 
         return
     label = t["label"]
     edges = label[label["status"] == "ok"]
-    n_edges = edges.groupby("wnid").size()
+    n_edges = edges.groupby("wnid")["edges"].sum()
     with_edges = sorted(n_edges.index)
     names = {}
     if t["categories"] is not None:
