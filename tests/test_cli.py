@@ -40,7 +40,8 @@ def test_build_status_json_and_lock(profile: Path, tmp_path: Path, capsys) -> No
     assert [(r["stage"], r["state"], r["rows"]) for r in rows] == [
         ("categories", "complete", 2), ("index", "complete", 3), ("detect", "missing", None),
         ("single_instance", "missing", None), ("train", "missing", None), ("label", "missing", None),
-        ("consistency", "missing", None), ("select", "missing", None), ("export", "missing", None),
+        ("consistency", "missing", None), ("select", "missing", None), ("pairs", "missing", None),
+        ("export", "missing", None),
         ("report", "missing", None)]
     assert all({"stage", "state", "rows", "path"} <= set(r) for r in rows)
     with BuildLock(out):

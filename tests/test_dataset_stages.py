@@ -23,7 +23,7 @@ DATASET = {"label": {"group_size": 5, "candidates": 12, "nms_cells": 0},
            "consistency": {"loops": 8, "threshold": 0.3},
            "select": {"fraction": 0.5, "keypoints": 2, "pairs_per_image": 2, "point_threshold": 0.5,
                       "val_fraction": 0.3}}
-STAGES = ["label", "consistency", "select", "export"]
+STAGES = ["label", "consistency", "select", "pairs", "export"]
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_release_reads_back_like_the_loaders(dataset_build: dict) -> None:
     record = read_stage_record(plan.stage_dir("export"))
     root = Path(record.extra["release"])
     assert root == plan.out_dir / "export" / "SC-ImageNet"
-    kept = read_manifest(plan.stage_dir("select")).to_pandas()
+    kept = read_manifest(plan.stage_dir("pairs")).to_pandas()  # the release's pairs (tests/test_pairs.py)
     kept = kept[kept.keep].set_index(["src_id", "trg_id"])
     pairs = [p for split in ("trn", "val") for p in read_release(root, split)]
     assert len(pairs) == len(kept) == record.rows
@@ -104,7 +104,7 @@ def test_release_reads_back_like_the_loaders(dataset_build: dict) -> None:
 def test_select_is_deterministic(dataset_build: dict, tmp_path: Path) -> None:
     plan = dataset_build["plan"]
     out = tmp_path / "again"
-    shutil.copytree(plan.out_dir, out, ignore=shutil.ignore_patterns("select", "export"))
+    shutil.copytree(plan.out_dir, out, ignore=shutil.ignore_patterns("select", "pairs", "export"))
     again = plan_build(load_config(dataset_build["profile"], DATASET), "tiny", out, stages=["select"])
     run_build_locally(again, log=lambda m: None, progress=False)
     cols = ["src_id", "trg_id", "keep", "reason", "split", "src_kps", "trg_kps"]

@@ -144,6 +144,6 @@ def test_failed_run_retried_resumes(backend, demo_run: dict) -> None:
     status = _status(out)
     for stage in pipeline_order():
         assert status[stage]["state"] == "complete", stage
-    for stage in ("select", "export", "report"):  # rerun on retry, after the failure
+    for stage in ("select", "pairs", "export", "report"):  # rerun on retry, after the failure
         record = read_stage_record(out / "manifests" / stage)
         assert record.finished_at > consistency.finished_at, stage

@@ -34,7 +34,7 @@ from sc_imagenet.dataset.scimagenet import (
 from sc_imagenet.io.manifest import ShardWriter, shard_path
 from sc_imagenet.stages.base import StageContext
 from sc_imagenet.stages.export import ExportStage
-from sc_imagenet.stages.select import SCHEMA as SELECT_SCHEMA
+from sc_imagenet.stages.pairs import SCHEMA as PAIRS_SCHEMA
 
 A, B, C = "n01000001", "n01000002", "n01000003"
 # category → (image id, file name, (width, height), group); group 0 → trn, 1 → val
@@ -110,10 +110,12 @@ def select_rows(wnid: str, drop: set[tuple[str, str]] = frozenset()) -> list[dic
 
 
 def write_select(out: Path, wnids=(A, B, C), drop: set[tuple[str, str]] = frozenset()) -> Path:
-    sdir = out / "manifests" / "select"
+    """The `pairs` manifest export reads: select's rows in the pairs schema (as `pairs` passes them through)."""
+    sdir = out / "manifests" / "pairs"
     for wnid in wnids:
-        with ShardWriter(shard_path(sdir, wnid), SELECT_SCHEMA, "0" * 16, 1) as w:
-            w.write_many(select_rows(wnid, drop))
+        with ShardWriter(shard_path(sdir, wnid), PAIRS_SCHEMA, "0" * 16, 1) as w:
+            w.write_many({**{k: r[k] for k in PAIRS_SCHEMA.names if k in r}, "reused": True, "reverse_score": None}
+                         for r in select_rows(wnid, drop))
     return sdir
 
 
@@ -122,7 +124,7 @@ def context(tmp: Path, images: str = "hardlink", export_dir: Path | None = None,
     out = tmp / "out"
     stage_dir = out / "manifests" / "export"
     stage_dir.mkdir(parents=True, exist_ok=True)
-    return StageContext(cfg, out, tmp / "data", stage_dir, "f" * 16, {"select": out / "manifests" / "select"},
+    return StageContext(cfg, out, tmp / "data", stage_dir, "f" * 16, {"pairs": out / "manifests" / "pairs"},
                         progress=False, log=lambda _: None)
 
 
@@ -137,7 +139,7 @@ def built(tmp_path: Path):
 def kept_select(ctx: StageContext) -> dict[tuple[str, str, str], dict]:
     rows = {}
     for wnid in IMAGES:
-        path = shard_path(ctx.inputs["select"], wnid)
+        path = shard_path(ctx.inputs["pairs"], wnid)
         if path.exists():
             for r in pq.read_table(path).to_pylist():
                 if r["keep"]:
@@ -351,7 +353,7 @@ def test_rerun_is_idempotent_and_removes_stale_files(built, tmp_path: Path) -> N
     assert tree(root) == before and again.extra == out.extra
     # fewer pairs: the files of the dropped ones disappear
     write_select(tmp_path / "out", wnids=(A, B), drop={(f"{A}_3", f"{A}_5")})
-    shard_path(tmp_path / "out" / "manifests" / "select", C).unlink()
+    shard_path(tmp_path / "out" / "manifests" / "pairs", C).unlink()
     third = ExportStage().run(context(tmp_path))
     after = tree(root)
     assert not any(k.startswith(f"JPEGImages/{C}") for k in after)

@@ -148,7 +148,7 @@ def test_empty_category_is_counted_and_named(report_build: dict) -> None:
 def test_partial_build_sections_say_not_built(report_build: dict, tmp_path: Path, capsys) -> None:
     out = tmp_path / "partial"
     shutil.copytree(report_build["out"], out, ignore=shutil.ignore_patterns(
-        "label", "consistency", "select", "export", "report"))
+        "label", "consistency", "select", "pairs", "export", "report"))
     assert main(["report", "--out", str(out)]) == 0
     capsys.readouterr()
     page = out / "artifacts" / "report" / "index.html"

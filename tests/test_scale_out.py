@@ -127,7 +127,8 @@ def test_dask_build_equals_sequential_build(tmp_path: Path) -> None:
     profile = build_profile(tmp_path / "p")
     doc = yaml.safe_load(profile.read_text())
     profile.write_text(yaml.safe_dump({**doc, **DATASET, "label": {**doc["label"], **DATASET["label"]}}))
-    stages = ["categories", "index", "detect", "single_instance", "train", "label", "consistency", "select", "export"]
+    stages = ["categories", "index", "detect", "single_instance", "train", "label", "consistency", "select", "pairs",
+              "export"]
     # both builds in fresh processes, as users run them (the test process's own state, e.g. a torch thread count
     # another test left behind, would otherwise leak into the sequential one)
     seq = plan_build(load_config(str(profile)), "tiny", tmp_path / "sequential", stages=stages)

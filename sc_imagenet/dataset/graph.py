@@ -67,3 +67,18 @@ def group_edges(groups: Sequence[Sequence[str]]) -> list[tuple[str, str, int]]:
     """Every ordered pair of distinct images inside each group: `(src, trg, group_index)`, groups in
     order, then sources and targets in group order (g·(g−1) edges per group of g)."""
     return [(s, t, gi) for gi, group in enumerate(groups) for s in group for t in group if s != t]
+
+
+def regroup(members: Sequence[tuple[str, int]], group_size: int) -> list[list[str]]:
+    """The second graph (`pairs`): `(image id, clique of the first graph)` of a category's selected images
+    → cliques of near-equal size (`group_sizes`). Images are ordered by their first clique, then id, and cut
+    into consecutive runs, so images that shared a clique stay together where sizes allow and the edges the
+    first graph already holds are reused instead of labelled again."""
+    order = sorted(members, key=lambda m: (m[1], m[0]))
+    if len({i for i, _ in order}) != len(order):
+        raise ValueError("regroup: image ids must be unique")
+    out, start = [], 0
+    for size in group_sizes(len(order), group_size):
+        out.append([i for i, _ in order[start:start + size]])
+        start += size
+    return out

@@ -84,3 +84,13 @@ def choose_points(offsets: np.ndarray, threshold: float, keypoints: int,
     elif order != "score":
         raise ValueError(f"order must be 'score', 'consistency' or 'balanced', got {order!r}")
     return ok[:keypoints], len(ok)
+
+
+def one_direction(scores: Sequence[float], picks: Sequence[np.ndarray | None]) -> int | None:
+    """Which direction of an unordered pair to keep (index 0 = a → b with a < b, 1 = b → a): the higher pair
+    score among the directions with enough consistent keypoints (`picks[i]` not None); NaN scores count as
+    lowest, a tie keeps a → b. None when neither direction has enough."""
+    ok = [i for i in (0, 1) if picks[i] is not None]
+    if not ok:
+        return None
+    return max(ok, key=lambda i: (scores[i] if np.isfinite(scores[i]) else -np.inf, -i))

@@ -15,7 +15,7 @@ from sc_imagenet.stages.base import (
 # Pipeline order: importing a stage module registers it, and `register_stage` insists that its
 # inputs are already registered, so this tuple is the DAG's topological order.
 STAGE_MODULES = ("categories", "index", "detect", "single_instance", "train", "label", "consistency", "select",
-                 "export", "report")
+                 "pairs", "export", "report")
 for _module in STAGE_MODULES:
     importlib.import_module(f"sc_imagenet.stages.{_module}")
 

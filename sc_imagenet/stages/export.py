@@ -29,8 +29,8 @@ from sc_imagenet.dataset.scimagenet import (
 )
 from sc_imagenet.io.manifest import ShardWriter, category_shards, shard_path
 from sc_imagenet.stages.base import Stage, StageContext, StageOutput, register_stage
+from sc_imagenet.stages.pairs import PairsStage
 from sc_imagenet.stages.schema import column, manifest_schema
-from sc_imagenet.stages.select import SelectStage
 
 SCHEMA = manifest_schema(
     column("pair_id", pa.string(), "the pair's id as listed in Layout/large/<split>.txt: "
@@ -54,7 +54,7 @@ class ExportStage(Stage):
     schema_version = 1
     schema = SCHEMA
     partitioned = False
-    inputs = ("select",)
+    inputs = ("pairs",)
     description = "the SC-ImageNet release (public CATs/DHPF loader layout)"
 
     def fingerprint_payload(self, cfg: BuildConfig, data_root: Path) -> dict[str, Any]:
@@ -69,9 +69,9 @@ class ExportStage(Stage):
     def run(self, ctx: StageContext) -> StageOutput:
         e = ctx.cfg.export
         root = export_dir(ctx) / e.name
-        select_dir = ctx.inputs["select"]
-        wnids = category_shards(select_dir)
-        total = sum(kept_rows(shard_path(select_dir, w)).num_rows for w in wnids)
+        pairs_dir = ctx.inputs["pairs"]
+        wnids = category_shards(pairs_dir)
+        total = sum(kept_rows(shard_path(pairs_dir, w)).num_rows for w in wnids)
         bar = tqdm(total=total, desc="export", unit="pair", disable=not ctx.progress)
 
         def progress(done: int) -> None:
@@ -82,7 +82,7 @@ class ExportStage(Stage):
         info = {"fingerprint": ctx.fingerprint, "sc_imagenet_version": __version__, "images_mode": e.images}
         try:
             with ShardWriter(path, SCHEMA, ctx.fingerprint, self.schema_version) as writer:
-                summary = write_release(root, select_pairs(select_dir, wnids, ctx.data_root), e.images, info=info,
+                summary = write_release(root, release_pairs(pairs_dir, wnids, ctx.data_root), e.images, info=info,
                                         on_pair=lambda row: writer.write({**row, "status": "exported"}),
                                         on_progress=progress, reencode_quality=e.reencode_quality)
         finally:
@@ -104,7 +104,7 @@ class ExportStage(Stage):
         return StageOutput(n, {"exported": n}, [path], 0, extra, table)
 
 
-SELECT_COLUMNS = SelectStage.columns(
+PAIR_COLUMNS = PairsStage.columns(
     "src_id", "trg_id", "group", "split", "keep", "pair_score", "n_consistent", "src_kps", "trg_kps",
     "point_offset", "src_rel_path", "trg_rel_path", "src_box", "trg_box", "src_width", "src_height", "trg_width",
     "trg_height")
@@ -117,16 +117,16 @@ def export_dir(ctx: StageContext) -> Path:
 
 
 def kept_rows(shard: Path, columns: list[str] | None = None) -> pa.Table:
-    keep = SelectStage.columns("keep")[0]
+    keep = PairsStage.columns("keep")[0]
     table = pq.read_table(shard, columns=columns or [keep])
     return table.filter(pc.fill_null(table.column(keep), False))
 
 
-def select_pairs(select_dir: Path, wnids: list[str], data_root: Path) -> Iterator[ExportPair]:
-    """The kept pairs of the `select` manifest, one category after the other (one shard in memory)."""
+def release_pairs(pairs_dir: Path, wnids: list[str], data_root: Path) -> Iterator[ExportPair]:
+    """The kept pairs of the `pairs` manifest, one category after the other (one shard in memory)."""
     for wnid in wnids:
-        for r in kept_rows(shard_path(select_dir, wnid), SELECT_COLUMNS).to_pylist():
-            what = f"select row {wnid}/{r['src_id']} → {r['trg_id']}"
+        for r in kept_rows(shard_path(pairs_dir, wnid), PAIR_COLUMNS).to_pylist():
+            what = f"pairs row {wnid}/{r['src_id']} → {r['trg_id']}"
             for k in ("src_kps", "trg_kps", "src_box", "trg_box", "src_rel_path", "trg_rel_path"):
                 if r[k] is None:
                     raise ReleaseError(f"{what}: kept but {k} is null")

@@ -262,9 +262,16 @@ class LabelWork:
         return dict(counts)
 
     def group(self, gi: int, members: list[dict[str, Any]], provider: ForegroundProvider | None,
-              emit: Callable[[dict[str, Any]], None]) -> int:
-        """Encode a group's images once, then every ordered pair through the pair head in batches."""
+              emit: Callable[[dict[str, Any]], None], only: set[tuple[str, str]] | None = None) -> int:
+        """Encode a group's images once, then every ordered pair (or the pairs in `only`) through the pair head
+        in batches."""
         from sc_imagenet.matching.predictor import cat_features, take_features
+
+        if only is not None:  # encode just the images the wanted edges touch
+            touched = {i for edge in only for i in edge}
+            members = [r for r in members if r["image_id"] in touched]
+        if len(members) < 2:
+            return 0
 
         lab = self.ctx.cfg.label
         gen = self.generator()
@@ -287,7 +294,7 @@ class LabelWork:
         self.images_encoded += len(members)
         ids = [r["image_id"] for r in members]
         pos = {i: n for n, i in enumerate(ids)}
-        edges = [(pos[s], pos[t]) for s, t, _ in group_edges([ids])]
+        edges = [(pos[s], pos[t]) for s, t, _ in group_edges([ids]) if only is None or (s, t) in only]
         grid_h, grid_w = feats.grid
         for batch in _batches(edges, lab.batch_pairs):
             s, t = [e[0] for e in batch], [e[1] for e in batch]

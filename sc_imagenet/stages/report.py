@@ -78,7 +78,8 @@ class ReportStage(Stage):
     schema = SCHEMA
     partitioned = False
     status_column = "kind"
-    inputs = ("categories", "index", "detect", "single_instance", "train", "label", "consistency", "select", "export")
+    inputs = ("categories", "index", "detect", "single_instance", "train", "label", "consistency", "select", "pairs",
+              "export")
     description = "the build report: one HTML page (funnel, stages, pair galleries, plots)"
 
     def fingerprint_payload(self, cfg: BuildConfig, data_root: Path) -> dict[str, Any]:
