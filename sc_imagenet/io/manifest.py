@@ -99,6 +99,14 @@ class ShardWriter:
         for row in rows:
             self.write(row)
 
+    def write_table(self, table: pa.Table) -> None:
+        """Rows already in a table with this shard's columns (in `row_group_size` row groups)."""
+        self._flush()
+        if self._writer is not None and table.num_rows:
+            self._writer.write_table(table.select(self.schema.names).cast(self.schema),
+                                     row_group_size=self.row_group_size)
+            self.rows += table.num_rows
+
     def _flush(self) -> None:
         if self._buffer and self._writer is not None:
             self._writer.write_table(pa.Table.from_pylist(self._buffer, schema=self.schema))

@@ -4,6 +4,7 @@ pseudo keypoint pairs chosen by per-point consistency, and a deterministic trn/v
 
 from __future__ import annotations
 
+import shutil
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 
 from sc_imagenet.config import BuildConfig
 from sc_imagenet.dataset.selection import choose_points, select_top, stable_uniform, val_groups
-from sc_imagenet.io.manifest import ShardWriter, category_shards, shard_path
+from sc_imagenet.io.manifest import ShardWriter, category_shards, shard_is_current, shard_path
 from sc_imagenet.stages.base import Stage, StageContext, StageOutput, merge_counts, register_stage
 from sc_imagenet.stages.consistency import ConsistencyStage
 from sc_imagenet.stages.label import LabelStage
@@ -88,30 +89,44 @@ class SelectStage(Stage):
         by_id = images.set_index("src_id")
         wnids = category_shards(ctx.inputs["consistency"])
         # the split needs every group's kept pairs first (a val split of groups whose pairs were all dropped
-        # would be empty): a counting pass over all categories, finished shards included, so a resumed run
-        # splits exactly as an uninterrupted one
+        # would be empty): a first pass decides every category's pairs into a staging shard (split still
+        # open) and counts them, finished shards included, so a resumed run splits exactly as an
+        # uninterrupted one; the second pass only fills in the split
+        staging = ctx.artifacts() / "staging"
         kept_in_group: Counter[tuple[str, int]] = Counter()
-        for wnid in tqdm(wnids, desc="select (split)", unit="category", disable=not ctx.progress):
-            for r in select_pairs(category_edges(ctx.inputs, wnid), by_id, set(), s.rank_by, s.keypoints,
-                                  s.pairs_per_image, threshold, ctx.cfg.seed, s.point_order):
-                kept_in_group[(wnid, r["group"])] += r["keep"]
+        split = ctx.split_shards(wnids, self.status_column)
+        todo = dict(split.todo)
+        for wnid in tqdm(wnids, desc="select (pairs)", unit="category", disable=not ctx.progress):
+            if wnid not in todo:
+                decided = pq.read_table(ctx.shard(wnid), columns=["group", "keep"])
+            else:
+                stage_path = shard_path(staging, wnid)
+                if not shard_is_current(stage_path, ctx.fingerprint):  # else: an interrupted run's, reused
+                    rows = select_pairs(category_edges(ctx.inputs, wnid), by_id, set(), s.rank_by, s.keypoints,
+                                        s.pairs_per_image, threshold, ctx.cfg.seed, s.point_order)
+                    with ShardWriter(stage_path, SCHEMA, ctx.fingerprint, self.schema_version) as writer:
+                        writer.write_many(rows)
+                decided = pq.read_table(stage_path, columns=["group", "keep"])
+            for group, keep in zip(decided["group"].to_pylist(), decided["keep"].to_pylist(), strict=True):
+                kept_in_group[(wnid, group)] += bool(keep)
         groups = images.groupby(["wnid", "group"]).size()
         val = val_groups([(w, int(g), kept_in_group[(w, int(g))]) for (w, g) in groups.index], s.val_fraction,
                          ctx.cfg.seed)
 
-        split = ctx.split_shards(wnids, self.status_column)
         counts = list(split.done.values())
-        bar = tqdm(total=len(split.todo), desc="select", unit="category", disable=not ctx.progress)
-        for wnid, path in split.todo:
-            edges = category_edges(ctx.inputs, wnid)
-            rows = select_pairs(edges, by_id, val, s.rank_by, s.keypoints, s.pairs_per_image, threshold,
-                                ctx.cfg.seed, s.point_order)
+        bar = tqdm(total=len(todo), desc="select (split)", unit="category", disable=not ctx.progress)
+        for wnid, path in todo.items():
+            table = pq.read_table(shard_path(staging, wnid))
+            in_val = pa.array([(wnid, g) in val for g in table["group"].to_pylist()], pa.bool_())
+            table = table.set_column(table.schema.get_field_index("split"), "split",
+                                     pc.if_else(in_val, "val", "trn"))
             with ShardWriter(path, SCHEMA, ctx.fingerprint, self.schema_version) as writer:
-                writer.write_many(rows)
-            counts.append(dict(Counter(r["reason"] for r in rows)))
+                writer.write_table(table)
+            counts.append(dict(Counter(table["reason"].to_pylist())))
             bar.update()
-            ctx.report_progress(bar.n, len(split.todo))
+            ctx.report_progress(bar.n, len(todo))
         bar.close()
+        shutil.rmtree(staging, ignore_errors=True)
         by_reason = merge_counts(counts)
         extra = self.figures(ctx, images, other_selected, threshold, split.shards)
         summary = [{"reason": k, "pairs": v} for k, v in sorted(by_reason.items())]
