@@ -4,8 +4,8 @@ no row lost or duplicated, and no temp file left.
 
     .venv/bin/python benchmarks/kill_campaign.py [--trials 20] [--seed 0] [--workdir DIR]
 
-A tiny synthetic build (3 categories, a 2-step generator, all ten stages, ~10 s) is built once
-without interruption as the reference; trial i targets stage i mod 10: it waits until that stage
+A tiny synthetic build (3 categories, a 2-step generator, all eleven stages, ~10 s) is built once
+without interruption as the reference; trial i targets stage i mod 11: it waits until that stage
 has started, kills the whole process group after a random fraction of the stage's reference time,
 then reruns the same command to completion. Exit status 1 if any trial differs.
 """

@@ -169,6 +169,8 @@ class ConsistencyConfig(StrictModel):
         100, ge=1, le=100_000,
         description="Distinct (I_m, I_t) draws per image (paper: 100); fewer run where the group has fewer.",
     )
+    workers: int = Field(0, ge=0, le=512, description="Threads scoring categories at once (numpy releases the "
+                         "GIL in the loop arithmetic); 0 = one per CPU core.")
     threshold: float = Field(
         0.1, gt=0, le=10,
         description="A loop offset (in units of the object's size, see docs/dataset.md) at or below which a "

@@ -15,6 +15,7 @@ from sc_imagenet.io.manifest import (
     SCHEMA_VERSION_KEY,
     ShardWriter,
     StageRecord,
+    dictionary_columns,
     fingerprint,
     list_shards,
     read_manifest,
@@ -120,3 +121,16 @@ def test_reading_some_categories_opens_only_their_shards(tmp_path: Path, monkeyp
     monkeypatch.undo()
     empty = read_manifest(tmp_path, columns=["image_id", "wnid"], wnids=["n9"])
     assert empty.num_rows == 0 and empty.schema.names == ["image_id", "wnid"]
+
+
+def test_float_columns_are_not_dictionary_encoded(tmp_path: Path) -> None:
+    schema = pa.schema([("image_id", pa.string()), ("flow", pa.list_(pa.float16())), ("n", pa.int32())])
+    assert dictionary_columns(schema) == ["image_id", "n"]
+    path = shard_path(tmp_path, "n1")
+    with ShardWriter(path, schema, "fp", 1) as w:
+        w.write_many({"image_id": "a", "flow": [float(i) / 7 for i in range(64)], "n": 1} for _ in range(10))
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(meta.num_columns)}
+    assert not any("DICTIONARY" in e for e in encodings["flow.list.element"])
+    assert any("DICTIONARY" in e for e in encodings["image_id"])
+    assert read_manifest(tmp_path).to_pandas().flow[0].tolist() == pytest.approx([i / 7 for i in range(64)], abs=1e-2)

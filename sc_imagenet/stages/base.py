@@ -246,6 +246,11 @@ class ShardedStage(Stage):
         return self.finalize(ctx, [results[w] for w in wnids], shared)
 
 
+def resolve_workers(requested: int, jobs: int) -> int:
+    """Threads for `jobs` categories: `requested`, or one per CPU core when 0; never more than the jobs."""
+    return max(1, min(requested or os.cpu_count() or 1, jobs))
+
+
 def run_scoped(load: Callable[[], Any]) -> Shared:
     """`load()` once, on first need, for one sequential run (dropped with the run: a model does not outlive
     its stage in a long build process)."""

@@ -34,6 +34,7 @@ from sc_imagenet.stages.base import (
     StageOutput,
     merge_counts,
     register_stage,
+    resolve_workers,
 )
 from sc_imagenet.stages.label import LabelStage
 from sc_imagenet.stages.schema import column, manifest_schema
@@ -85,6 +86,11 @@ class ConsistencyStage(ShardedStage):
 
     def shard_keys(self, ctx: StageContext) -> list[str]:
         return category_shards(ctx.inputs["label"])
+
+    def shard_threads(self, ctx: StageContext, todo: int) -> int:
+        # categories are independent and each image draws from its own seeded generator: the result does not
+        # depend on the order categories finish in
+        return resolve_workers(ctx.cfg.consistency.workers, todo)
 
     def progress_total(self, ctx: StageContext, todo: list[str]) -> int:
         label_dir = ctx.inputs["label"]

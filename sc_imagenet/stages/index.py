@@ -4,7 +4,6 @@ its category into its own shard, so nothing holds a whole category's rows."""
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from sc_imagenet.stages.base import (
     StageOutput,
     merge_counts,
     register_stage,
+    resolve_workers,
 )
 from sc_imagenet.stages.categories import CategoriesStage
 from sc_imagenet.stages.schema import column, manifest_schema
@@ -80,10 +80,6 @@ def scan_category(task: ScanTask) -> ScanResult:
                 "height": probe.height, "mode": probe.mode, "status": probe.status, "error": probe.error,
             })
     return ScanResult(task.wnid, sum(counts.values()), dict(counts))
-
-
-def resolve_workers(requested: int, jobs: int) -> int:
-    return max(1, min(requested or os.cpu_count() or 1, jobs))
 
 
 @register_stage

@@ -1,0 +1,42 @@
+"""benchmarks/scale.py at a tiny size: the whole rehearsal runs the product's stages through `execute_stage`
+(stand-ins only for the networks) and writes the figures the issue's interface promises."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sc_imagenet.paths import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_tiny_rehearsal_writes_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "scale.json"
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "scale.py"), "--sizes", "60", "120",
+                           "--categories", "4", "--train-steps", "4", "--work", str(tmp_path / "work"),
+                           "--json", str(out)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["sizes"] == [60, 120]
+    pipeline = ["categories", "index", "detect", "single_instance", "train", "label", "consistency", "select",
+                "pairs", "export", "report"]
+    assert list(doc["stages"]) == [*pipeline, "fingerprints", "status", "resume"]
+    for name, s in doc["stages"].items():
+        assert len(s["seconds"]) == len(s["peak_rss_mb"]) == 2 and all(t >= 0 for t in s["seconds"]), name
+        assert isinstance(s["exponent"], float), name
+    last = {name: s["info"][-1] for name, s in doc["stages"].items()}
+    assert last["resume"]["all_skipped"] is True  # a rerun of a finished build skips every stage
+    assert set(last["status"]["states"].values()) == {"complete"}
+    assert last["export"]["rows"] == last["pairs"]["pairs"] > 0  # the stand-ins make a real release
+    assert last["label"]["edges"] > 0 and last["pairs"]["edges_labelled"] > 0
+    sampler = doc["train_sampler"]
+    assert len(sampler["ms_per_step"]) == 2 and all(v >= 0 for v in sampler["ms_per_step"])
+    p = doc["projection"]
+    assert p["hours_1gpu"] > p["hours_8gpu"] > 0 and "measured_on" in p
+    assert set(p["per_stage"]) == set(pipeline)
+    assert "train sampler ms/step" in proc.stdout and "projection" in proc.stdout
