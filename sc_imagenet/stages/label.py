@@ -64,14 +64,34 @@ SCHEMA = manifest_schema(
 )
 
 
+class GeneratorStage(ShardedStage):
+    """A category-sharded stage that runs the trained generator (`label`, `pairs`): on `label.device`, the model
+    loaded once per run or worker process."""
+
+    tags = ("gpu",)
+
+    def device(self, cfg: BuildConfig) -> str | None:
+        return cfg.label.device
+
+    def load_shared(self, ctx: StageContext) -> LoadedGenerator:
+        return load_label_generator(ctx)
+
+
+def generator_settings(cfg: BuildConfig) -> dict[str, Any]:
+    """The `label` settings that change what the generator's labels are (batch sizes, device and amp change
+    speed, and bf16 rounding on GPU, not the method)."""
+    lab = cfg.label
+    return {"candidates": lab.candidates, "nms_cells": lab.nms_cells, "pixel_foreground": lab.pixel_foreground,
+            "foreground": foreground_source(cfg)}
+
+
 @register_stage
-class LabelStage(ShardedStage):
+class LabelStage(GeneratorStage):
     name = "label"
     schema_version = 1
     schema = SCHEMA
     inputs = ("single_instance", "train")
     description = "pseudo-labels and dense flows on every edge of a per-category pair graph"
-    tags = ("gpu",)
     unit = "edge"
 
     def fingerprint_payload(self, cfg: BuildConfig, data_root: Path) -> dict[str, Any]:
@@ -82,19 +102,11 @@ class LabelStage(ShardedStage):
             field_name = "label.foreground" if lab.foreground is not None else "train.foreground"
             raise ConfigError(f"{field_name}: unknown foreground source {foreground_source(cfg)!r}; known: "
                               f"{foreground_names()}")
-        # batch sizes, device and amp change speed (and bf16 rounding on GPU), not the method
         return {"seed": cfg.seed, "data_root": str(data_root), "group_size": lab.group_size,
-                "candidates": lab.candidates, "nms_cells": lab.nms_cells, "pixel_foreground": lab.pixel_foreground,
-                "foreground": foreground_source(cfg)}
-
-    def device(self, cfg: BuildConfig) -> str | None:
-        return cfg.label.device
+                **generator_settings(cfg)}
 
     def shard_keys(self, ctx: StageContext) -> list[str]:
         return category_shards(ctx.inputs["single_instance"])
-
-    def load_shared(self, ctx: StageContext) -> LoadedGenerator:
-        return load_label_generator(ctx)
 
     def progress_total(self, ctx: StageContext, todo: list[str]) -> int:
         # edges if every kept image still decodes (unreadable images: the bar ends a little short)

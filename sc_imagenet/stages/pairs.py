@@ -31,7 +31,6 @@ from sc_imagenet.dataset.graph import regroup
 from sc_imagenet.dataset.selection import choose_points, one_direction, stable_uniform
 from sc_imagenet.io.manifest import ShardWriter, category_shards, shard_path
 from sc_imagenet.stages.base import (
-    ShardedStage,
     ShardResult,
     Shared,
     StageContext,
@@ -41,7 +40,7 @@ from sc_imagenet.stages.base import (
 )
 from sc_imagenet.stages.consistency import edge_bank, object_sizes, score_category
 from sc_imagenet.stages.label import SCHEMA as LABEL_SCHEMA
-from sc_imagenet.stages.label import LabelStage, LabelWork, foreground_source, load_label_generator
+from sc_imagenet.stages.label import GeneratorStage, LabelStage, LabelWork, generator_settings
 from sc_imagenet.stages.schema import column, manifest_schema
 from sc_imagenet.stages.select import SCHEMA as SELECT_SCHEMA
 from sc_imagenet.stages.select import SelectStage
@@ -76,34 +75,26 @@ IMAGE_INFO = ["image_id", "rel_path", "box", "width", "height"]
 
 
 @register_stage
-class PairsStage(ShardedStage):
+class PairsStage(GeneratorStage):
     name = "pairs"
     schema_version = 1
     schema = SCHEMA
     status_column = "reason"
     inputs = ("select", "label", "single_instance", "train")
     description = "the release's pairs: selected images grouped again, new edges labelled, one direction each"
-    tags = ("gpu",)
 
     def fingerprint_payload(self, cfg: BuildConfig, data_root: Path) -> dict[str, Any]:
-        s, lab, c = cfg.select, cfg.label, cfg.consistency
+        s, c = cfg.select, cfg.consistency
         return {"group_size": cfg.pairs.group_size, "seed": cfg.seed, "data_root": str(data_root),
                 # what this stage applies itself: label's generator settings on new edges, the loop check,
                 # the keypoint choice and the split
-                "label": {"candidates": lab.candidates, "nms_cells": lab.nms_cells,
-                          "pixel_foreground": lab.pixel_foreground, "foreground": foreground_source(cfg)},
+                "label": generator_settings(cfg),
                 "consistency": {"loops": c.loops, "threshold": c.threshold},
                 "select": {"keypoints": s.keypoints, "point_threshold": point_threshold(cfg),
                            "point_order": s.point_order, "val_fraction": s.val_fraction}}
 
-    def device(self, cfg: BuildConfig) -> str | None:
-        return cfg.label.device
-
     def shard_keys(self, ctx: StageContext) -> list[str]:
         return category_shards(ctx.inputs["select"])
-
-    def load_shared(self, ctx: StageContext) -> Any:
-        return load_label_generator(ctx)
 
     def shard_work(self, ctx: StageContext, wnid: str, path: Path, shared: Shared,
                    advance: Callable[[int], None]) -> ShardResult:
