@@ -66,7 +66,7 @@ def test_first_build_writes_manifests_then_rerun_skips_everything(project: dict)
     _, again = _build(project)
     assert all(r.skipped for r in again)
     assert {p: p.stat().st_mtime_ns for p in plan.out_dir.rglob("*.parquet")} == mtimes
-    assert [s["state"] for s in stage_states(plan.out_dir)] == ["complete"] * 4 + ["missing"] * 6
+    assert [s["state"] for s in stage_states(plan.out_dir)] == ["complete"] * 4 + ["missing"] * 7
 
 
 def test_changed_setting_reruns_that_stage_and_downstream_only(project: dict) -> None:
@@ -85,7 +85,7 @@ def test_force_reruns_stage_and_downstream(project: dict) -> None:
     _build(project)
     assert downstream_of("categories") == pipeline_order()
     assert downstream_of("detect") == ["detect", "single_instance", "train", "label", "consistency", "select",
-                                       "export", "report"]
+                                       "pairs", "export", "report"]
     _, results = _build(project, force="categories")
     assert not any(r.skipped for r in results)
     _, results = _build(project, force="index")
@@ -120,7 +120,7 @@ def test_shard_level_resume_keeps_finished_shards(project: dict) -> None:
 def test_stale_state_when_upstream_rebuilt(project: dict) -> None:
     plan, _ = _build(project)
     _build(project, {"categories": {"unlisted": "keep"}}, stages="categories")
-    assert [s["state"] for s in stage_states(plan.out_dir)] == ["complete", "stale", "stale", "stale"] + ["missing"] * 6
+    assert [s["state"] for s in stage_states(plan.out_dir)] == ["complete", "stale", "stale", "stale"] + ["missing"] * 7
 
 
 def test_bad_plans_fail_before_work(project: dict, tmp_path: Path) -> None:

@@ -170,7 +170,7 @@ def test_empty_build_folder(tmp_path: Path, capsys) -> None:
     assert main(["report", "--out", str(out)]) == 0
     html = (out / "artifacts" / "report" / "index.html").read_text()
     assert set(re.findall(r'data-missing="([a-z]+)"', html)) == {"gallery", "dropped", "scores", "training"}
-    assert "0 of 9 stages built" in html and "not built yet" in html
+    assert "0 of 10 stages built" in html and "not built yet" in html
 
 
 # ------------------------------------------------------------------------------------------ domain pieces

@@ -114,7 +114,7 @@ SHARDED = [name for name in STAGES if isinstance(STAGES[name], ShardedStage)]
 
 
 def test_the_heavy_stages_are_sharded_and_train_is_not() -> None:
-    assert SHARDED == ["index", "detect", "label", "consistency"]
+    assert SHARDED == ["index", "detect", "label", "consistency", "pairs"]
 
 
 @pytest.mark.slow
