@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -156,6 +157,20 @@ def list_shards(stage_dir: Path) -> list[Path]:
     return sorted(p for p in stage_dir.rglob("*.parquet") if not p.name.startswith((".", "_")))
 
 
+def _defined(column: pa.ChunkedArray) -> pa.Array:
+    """The column with its null slots zeroed: what a buffer holds under a null depends on the Parquet
+    encoding it was read from (a float column with nulls read back differently once dictionary encoding
+    was turned off), and must not change the content hash. Nulls stay nulls: validity is hashed too."""
+    array = column.combine_chunks()
+    if array.null_count == 0 or not (pa.types.is_integer(array.type) or pa.types.is_floating(array.type)):
+        return array
+    if array.offset:
+        array = pa.concat_arrays([array])  # a copy starting at offset 0, so its buffers line up
+    filled = pc.fill_null(array, pa.scalar(0, array.type))
+    return pa.Array.from_buffers(array.type, len(array), [array.buffers()[0], filled.buffers()[1]],
+                                 null_count=array.null_count)
+
+
 def content_hash(stage_dir: Path, shards: Iterable[Path], exclude: Iterable[str] = ()) -> str:
     """16 hex digits over the rows of `shards` (with their paths relative to `stage_dir`), ignoring
     Parquet metadata, row-group layout and the `exclude` columns: equal for two builds whose manifests
@@ -166,6 +181,7 @@ def content_hash(stage_dir: Path, shards: Iterable[Path], exclude: Iterable[str]
         table = pq.read_table(path)
         table = table.drop_columns([c for c in table.column_names if c in drop]).combine_chunks()
         table = table.cast(pa.schema([pa.field(f.name, f.type, f.nullable) for f in table.schema]))
+        table = pa.table({name: _defined(table[name]) for name in table.column_names}) if table.num_columns else table
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
