@@ -173,8 +173,8 @@ def category_pairs(ctx: StageContext, wnid: str, work: LabelWork) -> tuple[list[
     reused = stored.filter(pa.array(have, pa.bool_()))
     known = set(zip(reused["src_id"].to_pylist(), reused["trg_id"].to_pylist(), strict=True))
     info["edges_reused"] = len(known)
-    kept = read_kept_images(ctx.inputs["single_instance"], IMAGE_INFO, [wnid]).to_pylist()
-    by_id = {r["image_id"]: r for r in kept}
+    kept = read_kept_images(ctx.inputs["single_instance"], IMAGE_INFO, [wnid])
+    by_id = {r["image_id"]: r for r in kept.to_pylist()}
     fresh: list[dict[str, Any]] = []
     provider = work.provider(wnid)
     for g, members in enumerate(cliques):
@@ -185,7 +185,7 @@ def category_pairs(ctx: StageContext, wnid: str, work: LabelWork) -> tuple[list[
     edges = pa.concat_tables([reused.select(LABEL_COLUMNS), new]) if new is not None else reused.select(LABEL_COLUMNS)
     where = f"pairs, category {wnid}"
     bank = edge_bank(edges, where)
-    sizes = object_sizes(read_kept_images(ctx.inputs["single_instance"], ["image_id", "box"], [wnid]))
+    sizes = object_sizes(kept)
     c = cfg.consistency
     scores = score_category(bank, sizes, loops=c.loops, threshold=c.threshold, seed=cfg.seed, where=where)
     rows = list(pair_rows(wnid, cliques, clique_of, bank, scores, known, by_id, ctx.cfg))
