@@ -43,7 +43,7 @@ from sc_imagenet.stages.label import SCHEMA as LABEL_SCHEMA
 from sc_imagenet.stages.label import GeneratorStage, LabelStage, LabelWork, generator_settings
 from sc_imagenet.stages.schema import column, manifest_schema
 from sc_imagenet.stages.select import SCHEMA as SELECT_SCHEMA
-from sc_imagenet.stages.select import SelectStage
+from sc_imagenet.stages.select import SelectStage, point_threshold
 from sc_imagenet.stages.single_instance import read_kept_images
 
 # the columns `export` reads have the same names, types and meaning as in `select`
@@ -141,11 +141,6 @@ class PairsStage(GeneratorStage):
                            len(results) - len(fresh), extra, summary)
 
 
-def point_threshold(cfg: BuildConfig) -> float:
-    s = cfg.select
-    return s.point_threshold if s.point_threshold is not None else cfg.consistency.threshold
-
-
 def passed_through(ctx: StageContext, wnid: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """`pairs.group_size: 0`: `select`'s kept pairs as they are."""
     cols = SelectStage.columns("group", *SHARED_COLUMNS)
@@ -203,22 +198,16 @@ def pair_rows(wnid: str, cliques: list[list[str]], clique_of: dict[str, int], ba
         for i, a in enumerate(ordered):
             for b in ordered[i + 1:]:
                 dirs = [(a, b), (b, a)]
-                idx = [bank.edge(*d) for d in dirs]
-                pair_score = [float(scores.edge["pair_consistent"][e]) for e in idx]
-                picks, n_ok, offsets = [], [], []
-                for e in idx:
-                    start, count = int(bank.kps_start[e]), int(bank.kps_count[e])
-                    off = scores.point["point_offset"][start:start + count]
-                    pick, n = choose_points(off, threshold, s.keypoints, s.point_order)
-                    picks.append(pick)
-                    n_ok.append(n)
-                    offsets.append(off)
+                spans = [slice(int(bank.kps_start[e]), int(bank.kps_start[e] + bank.kps_count[e]))
+                         for e in (bank.edge(*d) for d in dirs)]
+                pair_score = [float(scores.edge["pair_consistent"][bank.edge(*d)]) for d in dirs]
+                offsets = [scores.point["point_offset"][span] for span in spans]
+                picks, n_ok = zip(*(choose_points(off, threshold, s.keypoints, s.point_order) for off in offsets),
+                                  strict=True)
                 choice = one_direction(pair_score, picks)
                 d = 0 if choice is None else choice
-                e, (src, trg), pick = idx[d], dirs[d], picks[d]
-                start, count = int(bank.kps_start[e]), int(bank.kps_count[e])
-                src_kps = bank.src_kps[start:start + count]
-                trg_kps = bank.trg_kps[start:start + count]
+                (src, trg), pick, span = dirs[d], picks[d], spans[d]
+                src_kps, trg_kps = bank.src_kps[span], bank.trg_kps[span]
                 row: dict[str, Any] = {
                     "group": clique_of[a], "reused": all(x in known for x in dirs),
                     "reverse_score": pair_score[1 - d], "src_id": src, "trg_id": trg,
