@@ -20,7 +20,7 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 
-from sc_imagenet.build import BuildPlan, MapShards, ensure_data, execute_stage, plan_build
+from sc_imagenet.build import BuildPlan, MapShards, ensure_data, execute_stage, plan_build, stage_states
 from sc_imagenet.config import load_config, write_resolved_config
 from sc_imagenet.io.locks import BuildLock
 from sc_imagenet.io.manifest import read_stage_record
@@ -93,6 +93,7 @@ def build_sc_imagenet(
     runner: str = "sequential",
     dask_address: str | None = None,
     dask_workers: int = DEFAULT_DASK_WORKERS,
+    verify: bool = False,
 ) -> list[dict[str, Any]]:
     """Build SC-ImageNet.
 
@@ -108,10 +109,12 @@ def build_sc_imagenet(
         dask_address: scheduler of an existing Dask cluster, `tcp://host:8786` (runner `dask`); without it
             a LocalCluster runs for the flow run.
         dask_workers: worker processes of that LocalCluster.
+        verify: before skipping a finished stage, recompute its files' checksums (default: sizes and Parquet
+            footers only). Damaged files are rebuilt either way.
     """
     options = RunnerOptions(runner, dask_address, dask_workers).checked()
     cfg = load_config(config, overrides, data_root)
-    plan = plan_build(cfg, config, out or default_out(config), stages, force)
+    plan = plan_build(cfg, config, out or default_out(config), stages, force, verify)
     logger = get_run_logger()
     logger.info(f"output folder {plan.out_dir}; data {plan.data_root}; stages {plan.stages}")
     with BuildLock(plan.out_dir):
@@ -120,8 +123,9 @@ def build_sc_imagenet(
         with shard_mapper(options, plan, logger.info) as map_shards:
             results = [stage_task.with_options(tags=list(STAGES[name].tags))(plan, name, map_shards)
                        for name in plan.stages]
-    rows = build_summary_rows(plan.out_dir)
-    summary = "\n\n".join([markdown_table(rows), *quality_lines(plan.out_dir)])
+    states = stage_states(plan.out_dir)
+    rows = build_summary_rows(plan.out_dir, states)
+    summary = "\n\n".join([markdown_table(rows), *quality_lines(plan.out_dir, states)])
     create_markdown_artifact(key="build-summary", markdown=summary, description=f"sc-imagenet build at {plan.out_dir}")
     page = publish_report_link(plan)
     logger.info("build finished:\n" + summary + (f"\n\nreport: {page}" if page else ""))
@@ -133,10 +137,10 @@ def publish_report_link(plan: BuildPlan) -> str | None:
     if "report" not in plan.stages:
         return None
     record = read_stage_record(plan.stage_dir("report"))
-    page = (record.extra or {}).get("page") if record is not None else None
-    if not page:
+    page = record.path("page", plan.out_dir) if record is not None else None
+    if page is None:
         return None
-    uri = Path(page).as_uri()
+    uri = page.as_uri()
     create_markdown_artifact(
         key="build-report",
         markdown=f"## SC-ImageNet build report\n\n[{page}]({uri})\n\nOpen it in a browser on a machine that sees "

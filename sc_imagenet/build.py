@@ -11,11 +11,23 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from sc_imagenet.config import BuildConfig, ConfigError
+from sc_imagenet.io.integrity import (
+    INVENTORY,
+    Damage,
+    InventorySummary,
+    build_relative,
+    check_inventory,
+    in_build,
+    inventory_entries,
+    write_inventory,
+)
 from sc_imagenet.io.manifest import (
     STAGE_RECORD,
     StageRecord,
@@ -23,12 +35,13 @@ from sc_imagenet.io.manifest import (
     content_hash,
     fingerprint,
     list_shards,
+    load_stage_record,
     read_stage_record,
     runtime_versions,
     shard_is_current,
     write_stage_record,
 )
-from sc_imagenet.io.storage import storage_error
+from sc_imagenet.io.storage import StorageError, storage_error
 from sc_imagenet.stages import STAGES, StageContext, downstream_of, pipeline_order
 from sc_imagenet.stages.base import (
     ShardedStage,
@@ -42,6 +55,10 @@ from sc_imagenet.stages.schema import volatile_columns
 
 class StageInputError(RuntimeError):
     """A stage was asked to run before its inputs are complete for the current config."""
+
+
+class DamagedInputError(StorageError):
+    """A file a stage reads is not as its upstream stage wrote it (truncated, deleted, bytes changed)."""
 
 
 FAIL_ONCE_ENV = "SC_IMAGENET_FAIL_ONCE"
@@ -75,6 +92,7 @@ class BuildPlan:
     stages: list[str]
     fingerprints: dict[str, str | None]
     forced: set[str] = field(default_factory=set)
+    verify: bool = False  # before skipping a finished stage, recompute its files' checksums (not only sizes)
 
     def stage_dir(self, name: str) -> Path:
         return stage_dir(self.out_dir, name)
@@ -118,11 +136,15 @@ def upstream_of(names: list[str]) -> set[str]:
     return need
 
 
-def compute_fingerprints(cfg: BuildConfig, data_root: Path, required: set[str] | None = None,
+def compute_fingerprints(cfg: BuildConfig, data_root: Path, out_dir: Path, required: set[str] | None = None,
                          reasons: dict[str, str] | None = None) -> dict[str, str | None]:
     """Fingerprint of every stage. A stage whose settings cannot be resolved (e.g. detector weights
     that are not on this machine) raises ConfigError if it is `required` (default: all) and gets
-    None otherwise, and so does everything downstream of it; `reasons` (if given) collects why."""
+    None otherwise, and so does everything downstream of it; `reasons` (if given) collects why.
+
+    A data root inside the build folder (the demo's `data/`) enters as a path relative to it, so a moved or
+    copied build keeps its fingerprints."""
+    data_root = Path(build_relative(data_root, out_dir))
     fps: dict[str, str | None] = {}
     for name in pipeline_order():
         stage = STAGES[name]
@@ -159,6 +181,7 @@ def plan_build(
     out_dir: str | Path,
     stages: str | list[str] | None = None,
     force: str | list[str] | None = None,
+    verify: bool = False,
 ) -> BuildPlan:
     """Validate everything a build needs before any work starts; raises `ConfigError`."""
     out = Path(out_dir).expanduser().resolve()
@@ -169,8 +192,8 @@ def plan_build(
     forced: set[str] = set()
     for name in parse_stage_list(force) if force else []:
         forced.update(downstream_of(name))
-    fps = compute_fingerprints(cfg, data_root, required=upstream_of(selected))
-    return BuildPlan(profile, cfg, out, data_root, selected, fps, forced)
+    fps = compute_fingerprints(cfg, data_root, out, required=upstream_of(selected))
+    return BuildPlan(profile, cfg, out, data_root, selected, fps, forced, verify)
 
 
 def _check_inputs(plan: BuildPlan, name: str) -> dict[str, Path]:
@@ -182,8 +205,56 @@ def _check_inputs(plan: BuildPlan, name: str) -> dict[str, Path]:
                 f"stage {name!r} needs stage {upstream!r} complete for this configuration; "
                 f"run it first (e.g. --stages {upstream},{name})"
             )
+        damage = stage_damage(plan.out_dir, upstream)
+        if damage:
+            raise damaged_input(plan, name, upstream, damage)
         inputs[upstream] = plan.stage_dir(upstream)
     return inputs
+
+
+def stage_damage(out_dir: Path, name: str, verify: bool = False) -> list[Damage]:
+    """What is damaged among the files of finished stage `name` (`io.integrity`): its `_stage.json`, its file
+    inventory, or the shards and artifacts the inventory lists. Empty for a stage with no record (missing or
+    partial is not damage) or a record from before inventories were kept."""
+    sdir = stage_dir(out_dir, name)
+    record, problem = load_stage_record(sdir)
+    if problem is not None:
+        return [Damage(build_relative(sdir / STAGE_RECORD, out_dir), problem)]
+    if record is None or record.inventory is None:
+        return []
+    return check_inventory(out_dir, sdir / INVENTORY, InventorySummary(**record.inventory), verify)
+
+
+def repair_command(plan: BuildPlan, stages: list[str] | None = None) -> str:
+    only = f" --stages {','.join(stages)}" if stages else ""
+    return f"sc-imagenet build --config {plan.profile} --out {plan.out_dir}{only}"
+
+
+def damaged_input(plan: BuildPlan, name: str, upstream: str, damage: list[Damage]) -> DamagedInputError:
+    more = f" and {len(damage) - 1} more file(s)" if len(damage) > 1 else ""
+    return DamagedInputError(
+        f"[{name}] cannot read its input: {damage[0]}{more}, written by stage {upstream!r}. Repair with "
+        f"`{repair_command(plan, [upstream, name])}`: only the damaged files of {upstream!r} are rebuilt")
+
+
+def changed_inputs(out_dir: Path, record: StageRecord) -> list[str]:
+    """Inputs whose rows changed since this stage ran (a repaired upstream shard that came out different)."""
+    changed = []
+    for upstream, seen in record.input_content.items():
+        now = read_stage_record(stage_dir(out_dir, upstream))
+        if seen is not None and now is not None and now.content_hash != seen:
+            changed.append(upstream)
+    return changed
+
+
+def _remove_damaged(plan: BuildPlan, name: str, damage: list[Damage]) -> None:
+    """Delete the damaged files and the stage's record, so the rerun rebuilds exactly them: a category-sharded
+    stage keeps every whole shard (resume), other stages run again."""
+    for d in damage:
+        in_build(d.path, plan.out_dir).unlink(missing_ok=True)
+    sdir = plan.stage_dir(name)
+    (sdir / STAGE_RECORD).unlink(missing_ok=True)
+    (sdir / INVENTORY).unlink(missing_ok=True)
 
 
 def _clean_leftovers(sdir: Path, keep: list[Path], artifacts: Path) -> None:
@@ -218,10 +289,17 @@ def execute_stage(
     sdir = plan.stage_dir(name)
     fp = plan.fingerprints[name]
     inputs = _check_inputs(plan, name)
-    record = read_stage_record(sdir)
-    if name in plan.forced:
+    record, _ = load_stage_record(sdir)
+    damage = stage_damage(plan.out_dir, name, plan.verify) if name not in plan.forced else []
+    changed = changed_inputs(plan.out_dir, record) if record is not None and record.fingerprint == fp else []
+    if name in plan.forced or changed:
+        if changed:
+            log(f"[{name}] the rows of {', '.join(changed)} changed since it ran: rerunning")
         shutil.rmtree(sdir, ignore_errors=True)
         shutil.rmtree(plan.artifact_dir(name), ignore_errors=True)
+    elif damage:
+        log(f"[{name}] damaged, rebuilding only that: " + "; ".join(map(str, damage)))
+        _remove_damaged(plan, name, damage)
     elif record is not None and record.fingerprint == fp:
         log(f"[{name}] complete (fingerprint {fp}), skipping: {record.rows} rows")
         return StageResult(name, True, record, [{"stage": name, "state": "skipped", "rows": record.rows}])
@@ -232,19 +310,26 @@ def execute_stage(
     sdir.mkdir(parents=True, exist_ok=True)
     timer = Timer()
     ctx = stage_context(plan, name, inputs, log, progress, on_progress)
-    with _storage_errors(plan, name):
+    with _storage_errors(plan, name), _damaged_inputs(plan, name):
         if map_shards is not None and isinstance(stage, ShardedStage):
             out = _run_mapped(stage, ctx, map_shards)
         else:
             out = stage.run(ctx)
     _clean_leftovers(sdir, out.shards, plan.artifact_dir(name))
     content = content_hash(sdir, out.shards, volatile_columns(stage.schema))
+    inventory = write_inventory(sdir / INVENTORY, inventory_entries(plan.out_dir, [*out.shards, *out.artifacts]))
+    if damage and record is not None:
+        same = record.content_hash == content
+        log(f"[{name}] repaired: its rows are " + ("unchanged; downstream stages are kept" if same
+                                                  else "different; the stages downstream of it will rerun"))
     record = StageRecord(
         stage=name, fingerprint=fp, schema_version=stage.schema_version, rows=out.rows,
         rows_by_status=dict(sorted(out.rows_by_status.items())), shards=len(out.shards),
         wall_s=round(timer.elapsed, 3), started_at=timer.started_at, finished_at=timer.started_at + timer.elapsed,
         inputs={i: plan.fingerprints[i] for i in stage.inputs}, versions=runtime_versions(),
         extra={**out.extra, "shards_skipped": out.shards_skipped}, content_hash=content,
+        inventory=asdict(inventory),
+        input_content={i: getattr(read_stage_record(plan.stage_dir(i)), "content_hash", None) for i in stage.inputs},
     )
     write_stage_record(sdir, record)
     log(f"[{name}] done in {record.wall_s:.1f}s: {record.rows} rows {record.rows_by_status}"
@@ -274,6 +359,22 @@ def _storage_errors(plan: BuildPlan, name: str) -> Iterator[None]:
         err = storage_error(exc, f"[{name}] cannot write under {plan.out_dir}")
         if err is not None:
             raise err from exc
+        raise
+
+
+@contextmanager
+def _damaged_inputs(plan: BuildPlan, name: str) -> Iterator[None]:
+    """A read error while the stage runs (a page checksum that fails, a shard that no longer decodes) is looked
+    up in the inputs' checksums: if an input file is damaged, the error names it and the repair."""
+    try:
+        yield
+    except (OSError, pa.ArrowException) as exc:
+        if isinstance(exc, StorageError):
+            raise
+        for upstream in STAGES[name].inputs:
+            damage = stage_damage(plan.out_dir, upstream, verify=True)
+            if damage:
+                raise damaged_input(plan, name, upstream, damage) from exc
         raise
 
 
@@ -310,12 +411,16 @@ def execute_shard(plan: BuildPlan, name: str, wnid: str, log: Callable[[str], No
         return stage.run_shard(ctx, wnid, shared)
 
 
-def stage_states(out_dir: Path, cfg: BuildConfig | None = None) -> list[dict[str, Any]]:
-    """Per stage: complete / stale / unknown / partial / missing, with rows, rows per status, path,
+def stage_states(out_dir: Path, cfg: BuildConfig | None = None, check: bool = True,
+                 verify: bool = False) -> list[dict[str, Any]]:
+    """Per stage: complete / damaged / stale / unknown / partial / missing, with rows, rows per status, path,
     fingerprint.
 
+    `damaged` = a finished stage whose files are not as written (`check`: sizes and Parquet footers; `verify`:
+    checksums too); `damage` lists them, and the next build rebuilds only those.
     `stale` = a record exists but no longer matches the config saved with the build (or the code's
-    schema version), e.g. an upstream stage was rebuilt with other settings after this one finished.
+    schema version), e.g. an upstream stage was rebuilt with other settings after this one finished, or an
+    input's rows changed since it ran (`reason`).
     `unknown` = a record exists but the expected fingerprint cannot be computed where `status` runs
     (e.g. detector weights missing on this machine); `reason` says why.
     """
@@ -327,7 +432,7 @@ def stage_states(out_dir: Path, cfg: BuildConfig | None = None) -> list[dict[str
     reasons: dict[str, str] = {}
     if cfg is not None:
         try:
-            expected = compute_fingerprints(cfg, resolve_data_root(cfg, out), required=set(), reasons=reasons)
+            expected = compute_fingerprints(cfg, resolve_data_root(cfg, out), out, required=set(), reasons=reasons)
         except ConfigError as exc:
             expected, reasons = {}, dict.fromkeys(pipeline_order(), str(exc))
     rows = []
@@ -336,12 +441,19 @@ def stage_states(out_dir: Path, cfg: BuildConfig | None = None) -> list[dict[str
         record = read_stage_record(sdir)
         shards = list_shards(sdir)
         reason = None
-        if record is not None and expected.get(name) is None:
+        damage = stage_damage(out, name, verify) if check or verify else []
+        changed = changed_inputs(out, record) if record is not None else []
+        if damage:
+            noun = "shard" if all(d.path.endswith(".parquet") for d in damage) else "file"
+            state = f"damaged ({len(damage)} {noun}{'s' if len(damage) > 1 else ''})"
+        elif record is not None and expected.get(name) is None:
             state = "unknown"
             reason = reasons.get(name) or ("an upstream stage's fingerprint cannot be computed" if cfg is not None
                                            else "no config.resolved.yaml in the build folder")
         elif record is not None:
-            state = "complete" if record.fingerprint == expected[name] else "stale"
+            state = "complete" if record.fingerprint == expected[name] and not changed else "stale"
+            if changed and record.fingerprint == expected[name]:
+                reason = f"the rows of {', '.join(changed)} changed since it ran"
         else:
             state = "partial" if shards else "missing"
         done, expected_shards = (_shard_progress(out, name, shards, expected.get(name)) if state == "partial"
@@ -359,6 +471,7 @@ def stage_states(out_dir: Path, cfg: BuildConfig | None = None) -> list[dict[str
             "reason": reason,
             "shards_done": done,  # partial only: finished shards (of this fingerprint, when it is known)
             "shards_expected": expected_shards,  # partial only: categories the upstream manifest names, or None
+            "damage": [{"path": d.path, "problem": d.problem} for d in damage],
         })
     return rows
 

@@ -19,7 +19,7 @@ def _plan(args: argparse.Namespace, profile: str):
     overrides = parse_overrides(args.set)
     cfg = load_config(profile, overrides, args.data_root)
     out = args.out or default_out(profile)
-    return plan_build(cfg, profile, out, args.stages, args.force), overrides
+    return plan_build(cfg, profile, out, args.stages, args.force, args.verify), overrides
 
 
 def _runner_options(args: argparse.Namespace):
@@ -42,7 +42,7 @@ def _run_flow(args: argparse.Namespace, profile: str) -> int:
         from flows.build_sc_imagenet import build_sc_imagenet
 
         build_sc_imagenet(config=profile, data_root=args.data_root, out=str(plan.out_dir),
-                          stages=plan.stages, force=args.force, overrides=overrides or None,
+                          stages=plan.stages, force=args.force, overrides=overrides or None, verify=args.verify,
                           runner=options.runner, dask_address=options.dask_address,
                           dask_workers=options.dask_workers)
     from sc_imagenet.reporting import print_status
@@ -72,14 +72,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not out.exists():
         raise ConfigError(f"--out {out} does not exist")
-    states = stage_states(out)
     if args.json:
+        states = stage_states(out, verify=args.verify)
         print(json.dumps(states, indent=2))
     else:
         from sc_imagenet.reporting import print_status
 
-        print_status(out.resolve())
-    return 0
+        states = print_status(out.resolve(), verify=args.verify)
+    return 3 if any(s["damage"] for s in states) else 0
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -141,6 +141,9 @@ def _add_build_args(p: argparse.ArgumentParser, with_config: bool) -> None:
     p.add_argument("--out", help="output folder (default ./builds/<profile>, or $SC_IMAGENET_BUILDS/<profile>)")
     p.add_argument("--stages", help="comma-separated subset of stages (default: all)")
     p.add_argument("--force", help="rerun this stage and everything downstream")
+    p.add_argument("--verify", action="store_true",
+                   help="before skipping a finished stage, recompute its files' checksums (default: sizes and "
+                   "Parquet footers only); damaged files are rebuilt")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. index.workers=8")
     p.add_argument("--no-prefect", action="store_true", help="run the stages without the Prefect flow")
     p.add_argument("--runner", default="sequential",
@@ -170,6 +173,9 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="per-stage state of a build")
     p.add_argument("--out", required=True)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--verify", action="store_true",
+                   help="also recompute every recorded checksum (reads every byte; by default only sizes and "
+                   "Parquet footers are checked)")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("synth", help="generate the synthetic demo dataset")

@@ -9,9 +9,9 @@ from typing import Any
 from sc_imagenet.build import stage_states
 
 
-def build_summary_rows(out_dir: Path) -> list[dict[str, Any]]:
+def build_summary_rows(out_dir: Path, states: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     rows = []
-    for s in stage_states(out_dir):
+    for s in states if states is not None else stage_states(out_dir):
         by_status = ", ".join(f"{k}={v}" for k, v in s["rows_by_status"].items())
         rows.append({"stage": s["stage"], "state": state_cell(s), "rows": s["rows"] if s["rows"] is not None else "",
                      "by status": by_status, "seconds": s["wall_s"] if s["wall_s"] is not None else "",
@@ -32,13 +32,13 @@ def state_cell(state: dict[str, Any]) -> str:
 _PCK_LABELS = (("", "generator"), ("mnn_", "MNN baseline"), ("nn_", "NN, same transfer"))
 
 
-def quality_lines(out_dir: Path) -> list[str]:
+def quality_lines(out_dir: Path, states: list[dict[str, Any]] | None = None) -> list[str]:
     """One line per finished stage that measured PCK on held-out synthetic pairs (`train` today), e.g.
     `train: PCK@0.05/0.1 generator 0.278/0.519 · MNN baseline 0.269/0.485 · … (100 held-out pairs)`."""
     from sc_imagenet.io.manifest import read_stage_record
 
     lines = []
-    for s in stage_states(out_dir):
+    for s in states if states is not None else stage_states(out_dir):
         record = read_stage_record(Path(s["path"])) if s["state"] == "complete" else None
         extra = record.extra if record is not None else {}
         parts = [f"{label} {extra[f'{p}pck@0.05']:.3f}/{extra[f'{p}pck@0.1']:.3f}" for p, label in _PCK_LABELS
@@ -54,25 +54,31 @@ def quality_lines(out_dir: Path) -> list[str]:
 
                 lines.append("select: " + quality_line(extra["quality"]))
         if s["stage"] == "export" and "release" in extra:
-            lines.append(f"export: SC-ImageNet release at {extra['release']}")
+            lines.append(f"export: SC-ImageNet release at {record.path('release', out_dir)}")
         if s["stage"] == "report" and "page" in extra:
-            lines.append(f"report: {extra['page']}")
+            lines.append(f"report: {record.path('page', out_dir)}")
     return lines
 
 
-def print_status(out_dir: Path) -> None:
-    """The per-stage table, PCK lines and where the resolved config is (`sc-imagenet status`, after a
-    build, `make demo`)."""
-    print(f"\nsc-imagenet build at {out_dir}")
-    print(text_table(build_summary_rows(out_dir)))
+def print_status(out_dir: Path, verify: bool = False) -> list[dict[str, Any]]:
+    """The per-stage table, damage, PCK lines and where the resolved config is (`sc-imagenet status`, after a
+    build, `make demo`); returns the states it printed (`stage_states`)."""
     from sc_imagenet.build import stage_states
 
-    for state in stage_states(out_dir):
-        if state["state"] == "unknown":
-            print(f"{state['stage']}: state unknown here: {state['reason']}")
-    for line in quality_lines(out_dir):
+    states = stage_states(out_dir, verify=verify)
+    print(f"\nsc-imagenet build at {out_dir}")
+    print(text_table(build_summary_rows(out_dir, states)))
+    for state in states:
+        if state["state"] == "unknown" or (state["state"] == "stale" and state["reason"]):
+            print(f"{state['stage']}: {state['state']}: {state['reason']}")
+        for d in state["damage"]:
+            print(f"{state['stage']}: damaged: {d['path']} ({d['problem']})")
+    if any(s["damage"] for s in states):
+        print("the next build rebuilds only the damaged files (and what they change downstream)")
+    for line in quality_lines(out_dir, states):
         print(line)
     print(f"resolved config: {out_dir / 'config.resolved.yaml'}")
+    return states
 
 
 def _cell(value: Any) -> str:

@@ -87,7 +87,7 @@ def test_selection_invariants(dataset_build: dict) -> None:
 def test_release_reads_back_like_the_loaders(dataset_build: dict) -> None:
     plan = dataset_build["plan"]
     record = read_stage_record(plan.stage_dir("export"))
-    root = Path(record.extra["release"])
+    root = record.path("release", plan.out_dir)
     assert root == plan.out_dir / "export" / "SC-ImageNet"
     kept = read_manifest(plan.stage_dir("pairs")).to_pandas()  # the release's pairs (tests/test_pairs.py)
     kept = kept[kept.keep].set_index(["src_id", "trg_id"])

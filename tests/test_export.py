@@ -31,6 +31,7 @@ from sc_imagenet.dataset.scimagenet import (
     scale_variation,
     split_lines,
 )
+from sc_imagenet.io.integrity import in_build
 from sc_imagenet.io.manifest import ShardWriter, shard_path
 from sc_imagenet.stages.base import StageContext
 from sc_imagenet.stages.export import ExportStage
@@ -152,8 +153,13 @@ def tree(root: Path) -> dict[str, bytes]:
             for p in sorted(root.rglob("*")) if p.is_file() or p.is_symlink()}
 
 
+def release_root(ctx: StageContext, out) -> Path:
+    """The release the stage output names (inside the build folder: stored relative to it)."""
+    return in_build(out.extra["release"], ctx.out_dir)
+
+
 def check_release(ctx: StageContext, out) -> None:
-    root = Path(out.extra["release"])
+    root = release_root(ctx, out)
     assert root == ctx.out_dir / "export" / "SC-ImageNet"
     manifest = pq.read_table(ctx.shard()).to_pylist()
     by_pid = {r["pair_id"]: r for r in manifest}
@@ -224,7 +230,7 @@ def methods(out, reencoded: int = len(SPECIAL), **rest: int) -> None:
 def test_export_reads_back_like_the_loaders(built) -> None:
     ctx, out = built
     check_release(ctx, out)
-    root = Path(out.extra["release"])
+    root = release_root(ctx, out)
     methods(out, hardlink=out.extra["images"] - len(SPECIAL))
     src = ctx.data_root / A / f"{A}_3.JPEG"
     assert (root / "JPEGImages" / A / f"{A}_3.JPEG").stat().st_ino == src.stat().st_ino
@@ -246,7 +252,7 @@ def test_non_baseline_images_are_reencoded(built) -> None:
     from torchvision.io import decode_jpeg, read_file
 
     ctx, out = built
-    root = Path(out.extra["release"])
+    root = release_root(ctx, out)
     with open(root / "image_ids.csv", newline="") as fh:
         files = {r["image_id"]: (root / r["file"], ctx.data_root / r["rel_path"]) for r in csv.DictReader(fh)}
     assert out.extra["images_by_method"]["reencoded"] == len(SPECIAL)
@@ -279,7 +285,8 @@ def test_reencode_quality_setting(tmp_path: Path) -> None:
     assert ExportStage().fingerprint_payload(low, Path("/data"))["reencode_quality"] == 40
     write_data(tmp_path / "data")
     write_select(tmp_path / "out")
-    root = Path(ExportStage().run(context(tmp_path)).extra["release"])
+    ctx = context(tmp_path)
+    root = release_root(ctx, ExportStage().run(ctx))
     best = (root / "JPEGImages" / A / f"{A}_40.JPEG").read_bytes()
     ExportStage().run(context(tmp_path, quality=40))
     assert len((root / "JPEGImages" / A / f"{A}_40.JPEG").read_bytes()) < len(best)
@@ -322,7 +329,7 @@ def test_reencoding_keeps_the_stored_pixels(tmp_path: Path) -> None:
 
 def test_image_id_mapping_is_recorded(built) -> None:
     ctx, out = built
-    root = Path(out.extra["release"])
+    root = release_root(ctx, out)
     with open(root / "image_ids.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     ids = {(r["wnid"], r["image_id"]): r["file"] for r in rows}
@@ -346,8 +353,8 @@ def test_image_id_mapping_is_recorded(built) -> None:
 
 
 def test_rerun_is_idempotent_and_removes_stale_files(built, tmp_path: Path) -> None:
-    _, out = built
-    root = Path(out.extra["release"])
+    ctx, out = built
+    root = release_root(ctx, out)
     before = tree(root)
     again = ExportStage().run(context(tmp_path))
     assert tree(root) == before and again.extra == out.extra
@@ -368,7 +375,7 @@ def test_image_modes(tmp_path: Path, mode: str) -> None:
     write_select(tmp_path / "out")
     ctx = context(tmp_path, mode, export_dir=tmp_path / "release-here")
     out = ExportStage().run(ctx)
-    root = Path(out.extra["release"])
+    root = release_root(ctx, out)
     assert root == tmp_path / "release-here" / "SC-ImageNet"
     image = root / "JPEGImages" / A / f"{A}_5.JPEG"
     src = ctx.data_root / A / f"{A}_5.JPEG"
@@ -381,12 +388,12 @@ def test_image_modes(tmp_path: Path, mode: str) -> None:
     for split in ("trn", "val"):
         assert read_release(root, split)
     ctx2 = context(tmp_path, mode, export_dir=tmp_path / "release-here")
-    assert tree(root) == tree(Path(ExportStage().run(ctx2).extra["release"]))
+    assert tree(root) == tree(release_root(ctx2, ExportStage().run(ctx2)))
 
 
 def test_missing_image_names_it_and_keeps_the_old_release(built, tmp_path: Path) -> None:
     ctx, out = built
-    root = Path(out.extra["release"])
+    root = release_root(ctx, out)
     before = tree(root)
     (ctx.data_root / B / "IMG 1.png").unlink()
     with pytest.raises(ReleaseError, match=r"n01000002/IMG 1: .*IMG 1\.png is missing"):
@@ -404,8 +411,8 @@ def test_changed_image_size_is_an_error(tmp_path: Path) -> None:
 
 
 def test_reader_fails_loudly(built) -> None:
-    _, out = built
-    root = Path(out.extra["release"])
+    ctx, out = built
+    root = release_root(ctx, out)
     pid = split_lines((root / "Layout/large/trn.txt").read_text())[0]
     ann = root / "PairAnnotation" / "trn" / f"{pid}.json"
     doc = json.loads(ann.read_text())
@@ -447,8 +454,9 @@ def test_empty_split_is_an_empty_file(tmp_path: Path) -> None:
     write_data(tmp_path / "data")
     sdir = write_select(tmp_path / "out", wnids=(C,))  # C has only trn pairs
     assert sdir.exists()
-    out = ExportStage().run(context(tmp_path))
-    root = Path(out.extra["release"])
+    ctx = context(tmp_path)
+    out = ExportStage().run(ctx)
+    root = release_root(ctx, out)
     assert (root / "Layout/large/val.txt").read_bytes() == b""
     assert read_release(root, "val") == [] and out.extra["pairs_by_split"] == {"trn": 6, "val": 0}
 
@@ -489,10 +497,11 @@ def test_hardlink_falls_back_to_copy_across_devices(tmp_path: Path, monkeypatch:
     write_data(tmp_path / "data")
     write_select(tmp_path / "out")
     monkeypatch.setattr(os, "link", cross_device)
-    out = ExportStage().run(context(tmp_path))
+    ctx = context(tmp_path)
+    out = ExportStage().run(ctx)
     methods(out, copy=out.extra["images"] - len(SPECIAL))
     assert out.extra["bytes_on_disk"] > out.extra["bytes_images"]
-    assert read_release(Path(out.extra["release"]), "trn")
+    assert read_release(release_root(ctx, out), "trn")
 
 
 def test_stale_temp_folders_go_and_foreign_folders_stay(tmp_path: Path) -> None:
@@ -518,8 +527,8 @@ def test_annotations_survive_the_loaders_tensor_handling(built) -> None:
     import warnings
 
     torch = pytest.importorskip("torch")
-    _, out = built
-    root = Path(out.extra["release"])
+    ctx, out = built
+    root = release_root(ctx, out)
     for p in read_release(root, "trn"):
         for side in ("src", "trg"):
             xy, n = torch.tensor(p.annotation[f"{side}_kps"]).t().float().size()

@@ -124,7 +124,7 @@ def test_label_rows_are_the_generators_flow_and_match(built: dict, tmp_path: Pat
     plan, _ = run_label(project)
     df = read_manifest(plan.stage_dir("label")).to_pandas()
     paths = dict(zip(*(kept_table(plan)[c] for c in ("image_id", "rel_path")), strict=True))
-    gen = load_generator(Path(read_stage_record(plan.stage_dir("train")).extra["checkpoint"]))
+    gen = load_generator(read_stage_record(plan.stage_dir("train")).path("checkpoint", plan.out_dir))
     gen.nms_cells = plan.cfg.label.nms_cells
     provider = foreground_provider(plan.stage_dir("single_instance"), plan.data_root, "box")
     for r in df.iloc[[0, 7, len(df) - 1]].itertuples():

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from sc_imagenet import __version__
 from sc_imagenet.io.atomic import atomic_path, atomic_write_bytes, temp_path  # atomic_write_bytes: also re-exported
+from sc_imagenet.io.integrity import in_build
 
 FINGERPRINT_KEY = b"sc_imagenet.fingerprint"
 SCHEMA_VERSION_KEY = b"sc_imagenet.schema_version"
@@ -100,7 +101,8 @@ class ShardWriter:
             self.tmp = stack.enter_context(atomic_path(self.path))
             self._writer = stack.enter_context(
                 closing(pq.ParquetWriter(self.tmp, self.schema, compression="zstd",
-                                         use_dictionary=dictionary_columns(self.schema))))
+                                         use_dictionary=dictionary_columns(self.schema),
+                                         write_page_checksum=True)))
             self._stack = stack.pop_all()  # closed in __exit__: writer first, then commit or remove the temp
         return self
 
@@ -178,7 +180,7 @@ def content_hash(stage_dir: Path, shards: Iterable[Path], exclude: Iterable[str]
     drop = set(exclude)
     h = hashlib.sha256()
     for path in sorted(Path(p) for p in shards):
-        table = pq.read_table(path)
+        table = read_shard(path)
         table = table.drop_columns([c for c in table.column_names if c in drop]).combine_chunks()
         table = table.cast(pa.schema([pa.field(f.name, f.type, f.nullable) for f in table.schema]))
         table = pa.table({name: _defined(table[name]) for name in table.column_names}) if table.num_columns else table
@@ -212,6 +214,15 @@ class StageRecord:
     versions: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     content_hash: str | None = None  # over the rows only (`content_hash`): equal for builds with equal manifests
+    # `_files.tsv` (`io.integrity`): how many files, their bytes, and the inventory's own size and xxh3
+    inventory: dict[str, Any] | None = None
+    input_content: dict[str, str | None] = field(default_factory=dict)  # each input's content_hash when this ran
+
+    def path(self, key: str, out_dir: Path) -> Path | None:
+        """A file the record names in `extra` (`checkpoint`, `release`, `page`), found under the build folder
+        wherever it now is (paths inside the build are stored relative to it)."""
+        value = self.extra.get(key)
+        return in_build(value, out_dir) if value else None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True, default=str)
@@ -226,13 +237,37 @@ def write_stage_record(stage_dir: Path, record: StageRecord) -> None:
 
 
 def read_stage_record(stage_dir: Path) -> StageRecord | None:
+    """The stage's record; None when there is none or it cannot be read (then the stage reruns, keeping the
+    shards it finds whole)."""
+    return load_stage_record(stage_dir)[0]
+
+
+def load_stage_record(stage_dir: Path) -> tuple[StageRecord | None, str | None]:
+    """(record, None), (None, None) when there is no `_stage.json`, or (None, what is wrong with it)."""
     path = stage_dir / STAGE_RECORD
-    if not path.exists():
-        return None
     try:
-        return StageRecord(**json.loads(path.read_text()))
-    except (ValueError, TypeError):
-        return None  # a record from an incompatible version counts as absent: the stage reruns
+        text = path.read_text()
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError) as exc:
+        return None, f"unreadable ({exc})"
+    try:
+        return StageRecord(**json.loads(text)), None
+    except ValueError as exc:  # torn or edited JSON (UnicodeDecodeError is a ValueError too)
+        return None, f"not valid JSON ({str(exc)[:80]})"
+    except TypeError as exc:  # other fields: from an incompatible version, or edited
+        return None, f"not a stage record ({str(exc)[:80]})"
+
+
+PARQUET_FORMAT = ds.ParquetFileFormat(
+    default_fragment_scan_options=ds.ParquetFragmentScanOptions(page_checksum_verification=True))
+"""How manifests are read: every data page's CRC (written by `ShardWriter`) is checked, so a byte flipped on
+disk raises `OSError` instead of reading back as a different value."""
+
+
+def read_shard(path: Path | str, columns: list[str] | None = None, filters: Any = None) -> pa.Table:
+    """One shard's rows, its pages' checksums verified (see `PARQUET_FORMAT`)."""
+    return pq.read_table(path, columns=columns, filters=filters, page_checksum_verification=True)
 
 
 def open_manifest(stage_dir: Path, wnids: Iterable[str] | None = None) -> ds.Dataset:
@@ -249,7 +284,7 @@ def open_manifest(stage_dir: Path, wnids: Iterable[str] | None = None) -> ds.Dat
     if not shards:
         raise FileNotFoundError(f"no manifest shards under {stage_dir}")
     partitioning = ds.partitioning(pa.schema([("wnid", pa.string())]), flavor="hive")
-    return ds.dataset([str(p) for p in shards], format="parquet", partitioning=partitioning,
+    return ds.dataset([str(p) for p in shards], format=PARQUET_FORMAT, partitioning=partitioning,
                       partition_base_dir=str(stage_dir))
 
 

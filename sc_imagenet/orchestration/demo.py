@@ -40,10 +40,10 @@ def run_demo_deployment(out: str | None = None, prefect_home: Path | None = None
 
     export = read_stage_record(out_dir / "manifests" / "export")
     if export is not None and "release" in export.extra:
-        print(f"SC-ImageNet release: {export.extra['release']}")
+        print(f"SC-ImageNet release: {export.path('release', out_dir)}")
     report = read_stage_record(out_dir / "manifests" / "report")
     if report is not None and "page" in report.extra:
-        page = Path(report.extra["page"])
+        page = report.path("page", out_dir)
         print(f"build report: {page} ({report.extra.get('bytes', 0) / 1e6:.2f} MB; open {page.as_uri()})")
     print(f"check it: .venv/bin/sc-imagenet status --out {out_dir} --json")
     print(f"make demo wall time: {wall:.0f}s")

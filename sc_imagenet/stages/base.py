@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from sc_imagenet.config import BuildConfig
-from sc_imagenet.io.manifest import category_shards, read_stage_record, shard_is_current, shard_path
+from sc_imagenet.io.manifest import category_shards, read_shard, read_stage_record, shard_is_current, shard_path
 from sc_imagenet.registry import Registry
 from sc_imagenet.stages.schema import PARTITION_COLUMN, select_columns
 
@@ -92,7 +91,9 @@ class ShardSplit:
 @dataclass
 class StageOutput:
     """What a stage run reports back. `shards` lists every shard that belongs to this run's output
-    (freshly written or kept from an interrupted run); anything else in the folder is removed."""
+    (freshly written or kept from an interrupted run); anything else in the folder is removed.
+    `artifacts`: the files (or folders of files) outside the manifest that the stage owns and later stages or
+    users read, e.g. the generator checkpoint and the release; they are checksummed with the shards."""
 
     rows: int
     rows_by_status: dict[str, int]
@@ -100,6 +101,7 @@ class StageOutput:
     shards_skipped: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     summary: list[dict[str, Any]] = field(default_factory=list)
+    artifacts: list[Path] = field(default_factory=list)
 
 
 class Stage(ABC):
@@ -127,7 +129,9 @@ class Stage(ABC):
 
     @abstractmethod
     def fingerprint_payload(self, cfg: BuildConfig, data_root: Path) -> dict[str, Any]:
-        """The settings (and input file hashes) whose change must rerun this stage."""
+        """The settings (and input file hashes) whose change must rerun this stage. `data_root` is the data
+        root as fingerprints see it: relative to the build folder when inside it (a moved build stays whole),
+        so it only names the data and is never opened here."""
 
     @abstractmethod
     def run(self, ctx: StageContext) -> StageOutput:
@@ -318,7 +322,7 @@ def downstream_of(name: str) -> list[str]:
 
 def count_statuses(path: Path, column: str = "status") -> tuple[int, dict[str, int]]:
     """Rows and rows per status of an existing shard (used when a finished shard is kept)."""
-    table = pq.read_table(path, columns=[column])
+    table = read_shard(path, columns=[column])
     counts = Counter(table.column(column).to_pylist())
     return table.num_rows, dict(counts)
 

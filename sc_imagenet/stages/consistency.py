@@ -21,11 +21,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from sc_imagenet.config import BuildConfig
 from sc_imagenet.dataset.loops import EdgeBank, FlowBank, image_consistency
-from sc_imagenet.io.manifest import ShardWriter, category_shards, shard_path
+from sc_imagenet.io.manifest import ShardWriter, category_shards, read_shard, shard_path
 from sc_imagenet.stages.base import (
     ShardedStage,
     ShardResult,
@@ -94,7 +93,7 @@ class ConsistencyStage(ShardedStage):
 
     def progress_total(self, ctx: StageContext, todo: list[str]) -> int:
         label_dir = ctx.inputs["label"]
-        return sum(len(source_images(pq.read_table(shard_path(label_dir, wnid), columns=BASE_COLUMNS)))
+        return sum(len(source_images(read_shard(shard_path(label_dir, wnid), columns=BASE_COLUMNS)))
                    for wnid in todo)
 
     def shard_work(self, ctx: StageContext, wnid: str, path: Path, shared: Shared,
@@ -105,8 +104,8 @@ class ConsistencyStage(ShardedStage):
         t0 = time.perf_counter()
         where = f"category {wnid}"
         label = shard_path(ctx.inputs["label"], wnid)
-        base = pq.read_table(label, columns=BASE_COLUMNS)
-        bank = edge_bank(pq.read_table(label, columns=LABEL_COLUMNS, filters=pc.field(STATUS) == EDGE), where)
+        base = read_shard(label, columns=BASE_COLUMNS)
+        bank = edge_bank(read_shard(label, columns=LABEL_COLUMNS, filters=pc.field(STATUS) == EDGE), where)
         sizes = object_sizes(read_kept_images(ctx.inputs["single_instance"], KEPT_COLUMNS, wnids=[wnid]))
         scores = score_category(bank, sizes, loops=c.loops, threshold=c.threshold, seed=ctx.cfg.seed,
                                 on_image=lambda: advance(1), where=where)
@@ -118,7 +117,7 @@ class ConsistencyStage(ShardedStage):
 
     def finalize(self, ctx: StageContext, results: list[ShardResult], shared: Shared) -> StageOutput:
         c = ctx.cfg.consistency
-        per_category = [category_summary(r.wnid, pq.read_table(ctx.shard(r.wnid), columns=SUMMARY_COLUMNS), c.loops)
+        per_category = [category_summary(r.wnid, read_shard(ctx.shard(r.wnid), columns=SUMMARY_COLUMNS), c.loops)
                         for r in results]
         fresh = [r.info for r in results if not r.skipped]
         done, seconds = sum(i["images"] for i in fresh), sum(i["seconds"] for i in fresh)

@@ -14,13 +14,12 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from sc_imagenet.config import BuildConfig, ConfigError
 from sc_imagenet.detect.backends import Detector, create_detector
 from sc_imagenet.detect.prefetch import iter_decoded_batches
 from sc_imagenet.detect.types import ImageDetections
-from sc_imagenet.io.manifest import ShardWriter, shard_path
+from sc_imagenet.io.manifest import ShardWriter, read_shard, shard_path
 from sc_imagenet.io.weights import WeightsError, resolve_weights, weights_sha256
 from sc_imagenet.stages.base import (
     ShardedStage,
@@ -52,7 +51,7 @@ IMAGE_ID, REL_PATH, INDEX_STATUS = IndexStage.columns("image_id", "rel_path", "s
 
 def readable_images(index_dir: Path, wnid: str) -> list[tuple[str, str]]:
     """(image_id, rel_path) of the category's images the index marked `ok`."""
-    table = pq.read_table(shard_path(index_dir, wnid), columns=[IMAGE_ID, REL_PATH, INDEX_STATUS])
+    table = read_shard(shard_path(index_dir, wnid), columns=[IMAGE_ID, REL_PATH, INDEX_STATUS])
     table = table.filter(pc.equal(table[INDEX_STATUS], "ok"))
     return list(zip(table[IMAGE_ID].to_pylist(), table[REL_PATH].to_pylist(), strict=True))
 

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from sc_imagenet import __version__
@@ -27,7 +26,8 @@ from sc_imagenet.dataset.scimagenet import (
     link_loader_names,
     write_release,
 )
-from sc_imagenet.io.manifest import ShardWriter, category_shards, shard_path
+from sc_imagenet.io.integrity import build_relative
+from sc_imagenet.io.manifest import ShardWriter, category_shards, read_shard, shard_path
 from sc_imagenet.stages.base import Stage, StageContext, StageOutput, register_stage
 from sc_imagenet.stages.pairs import PairsStage
 from sc_imagenet.stages.schema import column, manifest_schema
@@ -92,16 +92,17 @@ class ExportStage(Stage):
         kps = summary.keypoints_per_pair
         extra: dict[str, Any] = {
             **{k: v for k, v in summary.as_dict().items() if k != "bytes_written"},
+            "release": build_relative(root, ctx.out_dir),
             "keypoints_per_pair": next(iter(kps)) if len(kps) == 1 else {str(k): v for k, v in sorted(kps.items())},
             "bytes_on_disk": summary.bytes_written,
-            "aliases": [str(a) for a in aliases],
+            "aliases": [build_relative(a, ctx.out_dir) for a in aliases],
         }
         methods = ", ".join(f"{k} {v}" for k, v in sorted(summary.images_by_method.items()))
         ctx.log(f"[export] {n} pairs ({', '.join(f'{k} {v}' for k, v in summary.pairs_by_split.items())}), "
                 f"{summary.images} images ({methods}) of {summary.categories} categories → {root}")
         table = [{"split": k, "pairs": v} for k, v in summary.pairs_by_split.items()]
         table.append({"split": "total", "pairs": n})
-        return StageOutput(n, {"exported": n}, [path], 0, extra, table)
+        return StageOutput(n, {"exported": n}, [path], 0, extra, table, [root])
 
 
 PAIR_COLUMNS = PairsStage.columns(
@@ -118,7 +119,7 @@ def export_dir(ctx: StageContext) -> Path:
 
 def kept_rows(shard: Path, columns: list[str] | None = None) -> pa.Table:
     keep = PairsStage.columns("keep")[0]
-    table = pq.read_table(shard, columns=columns or [keep])
+    table = read_shard(shard, columns=columns or [keep])
     return table.filter(pc.fill_null(table.column(keep), False))
 
 

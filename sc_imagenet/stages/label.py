@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from sc_imagenet.config import BuildConfig, ConfigError
 from sc_imagenet.dataset.graph import group_edges, group_sizes, pair_groups
 from sc_imagenet.io.images import load_rgb
-from sc_imagenet.io.manifest import ShardWriter, category_shards, read_stage_record
+from sc_imagenet.io.integrity import in_build
+from sc_imagenet.io.manifest import ShardWriter, category_shards, read_shard, read_stage_record
 from sc_imagenet.stages.base import (
     ShardedStage,
     ShardResult,
@@ -168,7 +168,7 @@ def planned_edges(single_instance_dir: Path, wnids: list[str], group_size: int) 
 
 def category_summary(wnid: str, path: Path) -> dict[str, Any]:
     """One summary row of a finished shard: kept images, how many got edges, groups, edges, non-edges."""
-    table = pq.read_table(path, columns=SUMMARY_COLUMNS).to_pydict()
+    table = read_shard(path, columns=SUMMARY_COLUMNS).to_pydict()
     ok = [i for i, st in enumerate(table["status"]) if st == "ok"]
     status = Counter(table["status"])
     return {"wnid": wnid, "kept": len(set(table["src_id"])), "images": len({table["src_id"][i] for i in ok}),
@@ -197,13 +197,14 @@ def load_label_generator(ctx: StageContext) -> LoadedGenerator:
 
     lab = ctx.cfg.label
     record = read_stage_record(ctx.inputs["train"])
-    ckpt = (record.extra or {}).get("checkpoint") if record is not None else None
-    if not ckpt or not Path(ckpt).is_file():
-        raise ConfigError(f"label: the train stage's generator checkpoint {ckpt!r} is missing; rerun train")
+    recorded = (record.extra or {}).get("checkpoint") if record is not None else None
+    ckpt = in_build(recorded, ctx.out_dir) if recorded else None
+    if ckpt is None or not ckpt.is_file():
+        raise ConfigError(f"label: the train stage's generator checkpoint {ckpt} is missing; rerun train")
     device = resolve_device(lab.device)
     # bf16 autocast only exists on CUDA here; `amp: auto` = on GPU only
     amp = device.startswith("cuda") and (lab.amp == "auto" or bool(lab.amp))
-    gen = load_generator(Path(ckpt), device, backbone_checkpoint(ctx.cfg))
+    gen = load_generator(ckpt, device, backbone_checkpoint(ctx.cfg))
     gen.nms_cells, gen.amp = lab.nms_cells, amp
     ctx.log(f"[label] generator {ckpt} on {device}" + (" (bf16 autocast)" if amp else ""))
     return LoadedGenerator(gen, device, amp)

@@ -24,12 +24,11 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from sc_imagenet.config import BuildConfig
 from sc_imagenet.dataset.graph import regroup
 from sc_imagenet.dataset.selection import choose_points, one_direction, stable_uniform
-from sc_imagenet.io.manifest import ShardWriter, category_shards, shard_path
+from sc_imagenet.io.manifest import ShardWriter, category_shards, read_shard, shard_path
 from sc_imagenet.stages.base import (
     ShardResult,
     Shared,
@@ -115,11 +114,11 @@ class PairsStage(GeneratorStage):
         totals: Counter[str] = Counter()
         split: Counter[str] = Counter()
         for r in results:
-            kept = pq.read_table(ctx.shard(r.wnid), columns=["split", "keep", "reused"], filters=pc.field("keep"))
+            kept = read_shard(ctx.shard(r.wnid), columns=["split", "keep", "reused"], filters=pc.field("keep"))
             totals["pairs"] += kept.num_rows
             totals["pairs_reused"] += int(pc.sum(kept["reused"]).as_py() or 0)
             split.update(kept["split"].to_pylist())
-            sel = pq.read_table(shard_path(ctx.inputs["select"], r.wnid), columns=SELECT_COLUMNS,
+            sel = read_shard(shard_path(ctx.inputs["select"], r.wnid), columns=SELECT_COLUMNS,
                                 filters=pc.field("src_selected"))
             totals["selected"] += len(set(sel["src_id"].to_pylist()))
         fresh = [r.info for r in results if not r.skipped]
@@ -144,7 +143,7 @@ class PairsStage(GeneratorStage):
 def passed_through(ctx: StageContext, wnid: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """`pairs.group_size: 0`: `select`'s kept pairs as they are."""
     cols = SelectStage.columns("group", *SHARED_COLUMNS)
-    table = pq.read_table(shard_path(ctx.inputs["select"], wnid), columns=cols, filters=pc.field("keep"))
+    table = read_shard(shard_path(ctx.inputs["select"], wnid), columns=cols, filters=pc.field("keep"))
     rows = [{**r, "reused": True, "reverse_score": None} for r in table.to_pylist()]
     return rows, {}
 
@@ -153,7 +152,7 @@ def category_pairs(ctx: StageContext, wnid: str, work: LabelWork) -> tuple[list[
     """One category: regroup its selected images, label the edges the first graph lacks, run the loops inside
     the new cliques and keep one direction of every unordered pair."""
     cfg = ctx.cfg
-    sel = pq.read_table(shard_path(ctx.inputs["select"], wnid), columns=SELECT_COLUMNS).to_pandas()
+    sel = read_shard(shard_path(ctx.inputs["select"], wnid), columns=SELECT_COLUMNS).to_pandas()
     sel = sel[sel["src_selected"].astype(bool)].drop_duplicates("src_id")
     cliques = regroup(list(zip(sel["src_id"], sel["group"].astype(int), strict=True)), cfg.pairs.group_size)
     info: dict[str, Any] = {"cliques": len(cliques), "edges_reused": 0}
@@ -161,7 +160,7 @@ def category_pairs(ctx: StageContext, wnid: str, work: LabelWork) -> tuple[list[
         return [], info
     clique_of = {i: g for g, members in enumerate(cliques) for i in members}
     wanted = {(s, t) for members in cliques for s in members for t in members if s != t}
-    stored = pq.read_table(shard_path(ctx.inputs["label"], wnid), columns=LABEL_COLUMNS,
+    stored = read_shard(shard_path(ctx.inputs["label"], wnid), columns=LABEL_COLUMNS,
                            filters=pc.field("status") == "ok")
     have = [(s, t) in wanted for s, t in zip(stored["src_id"].to_pylist(), stored["trg_id"].to_pylist(),
                                               strict=True)]

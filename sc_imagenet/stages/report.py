@@ -19,15 +19,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from sc_imagenet.config import BuildConfig
+from sc_imagenet.io.integrity import build_relative, in_build
 from sc_imagenet.io.manifest import (
     STAGE_RECORD,
     ShardWriter,
     category_shards,
     list_shards,
     read_manifest,
+    read_shard,
     read_stage_record,
     shard_path,
 )
@@ -97,10 +98,12 @@ class ReportStage(Stage):
             size[f.kind] += f.bytes
         total = sum(size.values())
         ctx.log(f"[report] {page} ({total / 1e6:.2f} MB in {len(files)} files)")
-        extra = {"page": str(page), "files": len(files), "bytes": total, "bytes_by_kind": dict(sorted(size.items()))}
+        extra = {"page": build_relative(page, ctx.out_dir), "files": len(files), "bytes": total,
+                 "bytes_by_kind": dict(sorted(size.items()))}
         summary = [{"kind": k, "files": n, "bytes": size[k]} for k, n in sorted(kinds.items())]
         summary.append({"kind": "total", "files": len(files), "bytes": total})
-        return StageOutput(len(files), dict(kinds), [path], 0, extra, summary)
+        artifacts = [ctx.artifacts() / f.path for f in files]
+        return StageOutput(len(files), dict(kinds), [path], 0, extra, summary, artifacts)
 
 
 def write_build_report(out_dir: Path, cfg: BuildConfig, data_root: Path, dest: Path,
@@ -188,7 +191,7 @@ class _Build:
             return None
         try:
             stored = [c for c in columns if c != "wnid"]
-            parts = [per_image(pq.read_table(shard_path(self.dir(name), w), columns=stored)).assign(wnid=w)
+            parts = [per_image(read_shard(shard_path(self.dir(name), w), columns=stored)).assign(wnid=w)
                      for w in category_shards(self.dir(name))]
             empty = per_image(pa.table({c: pa.array([], STAGES[name].schema.field(c).type) for c in stored}))
             return pd.concat([empty.assign(wnid=pd.Series(dtype=object)), *parts], ignore_index=True)
@@ -198,7 +201,7 @@ class _Build:
 
     def shard(self, name: str, wnid: str, columns: list[str]) -> pd.DataFrame:
         path = shard_path(self.dir(name), wnid)
-        return pq.read_table(path, columns=columns).to_pandas() if path.exists() else pd.DataFrame(columns=columns)
+        return read_shard(path, columns=columns).to_pandas() if path.exists() else pd.DataFrame(columns=columns)
 
 
 def gather_report(out_dir: Path, cfg: BuildConfig, data_root: Path, states: dict[str, str] | None = None,
@@ -215,7 +218,7 @@ def gather_report(out_dir: Path, cfg: BuildConfig, data_root: Path, states: dict
     if config.exists():
         data.config_path, data.config_text = config, config.read_text()
     release = b.extra("export").get("release")
-    data.release = Path(release) if release else None
+    data.release = in_build(release, out_dir) if release else None
 
     tables = {
         "categories": b.table("categories", CATEGORY_COLUMNS),

@@ -15,12 +15,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from sc_imagenet.config import BuildConfig
 from sc_imagenet.dataset.selection import choose_points, select_top, stable_uniform, val_groups
-from sc_imagenet.io.manifest import ShardWriter, category_shards, shard_is_current, shard_path
+from sc_imagenet.io.manifest import ShardWriter, category_shards, read_shard, shard_is_current, shard_path
 from sc_imagenet.stages.base import Stage, StageContext, StageOutput, merge_counts, register_stage
 from sc_imagenet.stages.consistency import ConsistencyStage
 from sc_imagenet.stages.label import LabelStage
@@ -98,7 +97,7 @@ class SelectStage(Stage):
         todo = dict(split.todo)
         for wnid in tqdm(wnids, desc="select (pairs)", unit="category", disable=not ctx.progress):
             if wnid not in todo:
-                decided = pq.read_table(ctx.shard(wnid), columns=["group", "keep"])
+                decided = read_shard(ctx.shard(wnid), columns=["group", "keep"])
             else:
                 stage_path = shard_path(staging, wnid)
                 if not shard_is_current(stage_path, ctx.fingerprint):  # else: an interrupted run's, reused
@@ -106,7 +105,7 @@ class SelectStage(Stage):
                                         s.pairs_per_image, threshold, ctx.cfg.seed, s.point_order)
                     with ShardWriter(stage_path, SCHEMA, ctx.fingerprint, self.schema_version) as writer:
                         writer.write_many(rows)
-                decided = pq.read_table(stage_path, columns=["group", "keep"])
+                decided = read_shard(stage_path, columns=["group", "keep"])
             for group, keep in zip(decided["group"].to_pylist(), decided["keep"].to_pylist(), strict=True):
                 kept_in_group[(wnid, group)] += bool(keep)
         groups = images.groupby(["wnid", "group"]).size()
@@ -116,7 +115,7 @@ class SelectStage(Stage):
         counts = list(split.done.values())
         bar = tqdm(total=len(todo), desc="select (split)", unit="category", disable=not ctx.progress)
         for wnid, path in todo.items():
-            table = pq.read_table(shard_path(staging, wnid))
+            table = read_shard(shard_path(staging, wnid))
             in_val = pa.array([(wnid, g) in val for g in table["group"].to_pylist()], pa.bool_())
             table = table.set_column(table.schema.get_field_index("split"), "split",
                                      pc.if_else(in_val, "val", "trn"))
@@ -156,7 +155,7 @@ class SelectStage(Stage):
 
             # synthetic builds are demo-sized: the ground-truth check reads every pair at once
             cols = SelectStage.columns("src_id", "trg_id", "split", "keep", "src_kps", "trg_kps")
-            rows = pd.concat([pq.read_table(p, columns=cols).to_pandas() for p in shards], ignore_index=True) \
+            rows = pd.concat([read_shard(p, columns=cols).to_pandas() for p in shards], ignore_index=True) \
                 if shards else pd.DataFrame(columns=cols)
             edges = pd.concat([category_edges(ctx.inputs, w) for w in category_shards(ctx.inputs["consistency"])],
                               ignore_index=True)
@@ -180,7 +179,7 @@ def kept_pair_counts(shards: list[Path]) -> KeptPairs:
     out = KeptPairs()
     split: Counter[str] = Counter()
     for path in shards:
-        t = pq.read_table(path, columns=SelectStage.columns("src_id", "trg_id", "split", "keep"),
+        t = read_shard(path, columns=SelectStage.columns("src_id", "trg_id", "split", "keep"),
                           filters=pc.field("keep"))
         src, trg = t["src_id"].to_pylist(), t["trg_id"].to_pylist()
         out.pairs += len(src)
@@ -213,7 +212,7 @@ def image_table(consistency_dir: Path, rank_by: str, seed: int) -> pd.DataFrame:
     shard at a time (the image columns repeat on every edge row), so memory holds images, not edges."""
     parts = []
     for wnid in category_shards(consistency_dir):
-        t = pq.read_table(shard_path(consistency_dir, wnid), columns=IMAGE_COLUMNS[1:],
+        t = read_shard(shard_path(consistency_dir, wnid), columns=IMAGE_COLUMNS[1:],
                           filters=pc.field("status").isin(list(EDGE_STATUSES))).to_pandas()
         t = t.drop_duplicates("src_id")
         t.insert(0, "wnid", wnid)
@@ -229,9 +228,9 @@ def image_table(consistency_dir: Path, rank_by: str, seed: int) -> pd.DataFrame:
 
 def category_edges(inputs: dict[str, Path], wnid: str) -> pd.DataFrame:
     """One category's edges: consistency scores joined with the label candidates and both images' info."""
-    cons = pq.read_table(shard_path(inputs["consistency"], wnid), columns=EDGE_COLUMNS).to_pandas()
+    cons = read_shard(shard_path(inputs["consistency"], wnid), columns=EDGE_COLUMNS).to_pandas()
     cons = cons[cons["status"].isin(EDGE_STATUSES)]
-    lab = pq.read_table(shard_path(inputs["label"], wnid), columns=LABEL_COLUMNS).to_pandas()
+    lab = read_shard(shard_path(inputs["label"], wnid), columns=LABEL_COLUMNS).to_pandas()
     lab = lab[lab["status"] == "ok"].drop(columns="status")
     edges = cons.merge(lab, on=["src_id", "trg_id"], how="inner", validate="one_to_one")
     info = read_kept_images(inputs["single_instance"], IMAGE_INFO, [wnid]).to_pandas().set_index("image_id")

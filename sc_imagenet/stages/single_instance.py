@@ -10,11 +10,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from sc_imagenet.config import BuildConfig, ConfigError
 from sc_imagenet.detect.policy import decide
-from sc_imagenet.io.manifest import ShardWriter, category_shards, read_manifest, read_stage_record, shard_path
+from sc_imagenet.io.manifest import (
+    ShardWriter,
+    category_shards,
+    read_manifest,
+    read_shard,
+    read_stage_record,
+    shard_path,
+)
 from sc_imagenet.stages.base import Stage, StageContext, StageOutput, merge_counts, register_stage
 from sc_imagenet.stages.detect import DetectStage
 from sc_imagenet.stages.index import IndexStage
@@ -102,8 +108,8 @@ class SingleInstanceStage(Stage):
         split = ctx.split_shards(category_shards(ctx.inputs["index"]), self.status_column)
         counts = list(split.done.values())
         for wnid, path in split.todo:
-            index_rows = pq.read_table(shard_path(ctx.inputs["index"], wnid), columns=INDEX_COLUMNS).to_pylist()
-            det_rows = pq.read_table(shard_path(detect_dir, wnid), columns=DETECT_COLUMNS).to_pylist()
+            index_rows = read_shard(shard_path(ctx.inputs["index"], wnid), columns=INDEX_COLUMNS).to_pylist()
+            det_rows = read_shard(shard_path(detect_dir, wnid), columns=DETECT_COLUMNS).to_pylist()
             rows = decide_category(index_rows, det_rows, s.threshold, classes, s.min_box_area_frac)
             with ShardWriter(path, SCHEMA, ctx.fingerprint, self.schema_version) as writer:
                 writer.write_many(rows)

@@ -21,6 +21,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from sc_imagenet.config import BuildConfig, ConfigError
+from sc_imagenet.io.integrity import build_relative
 from sc_imagenet.io.manifest import ShardWriter, file_sha256
 from sc_imagenet.io.weights import WeightsError, resolve_weights, weights_sha256
 from sc_imagenet.stages.base import Stage, StageContext, StageOutput, register_stage
@@ -159,7 +160,8 @@ class TrainStage(Stage):
         bar.close()
         final = ctx.artifacts() / "generator.pt"
         shutil.copy2(result.checkpoint, final)
-        extra: dict[str, Any] = {"checkpoint": str(final), "checkpoint_sha256": file_sha256(final),
+        extra: dict[str, Any] = {"checkpoint": build_relative(final, ctx.out_dir),
+                                 "checkpoint_sha256": file_sha256(final),
                                  "steps": result.steps, "resumed_from_step": result.resumed_from,
                                  "images": sum(len(v) for v in by_wnid.values()), "categories": len(by_wnid)}
         if ctx.cfg.data.source == "synthetic" and t.eval_pairs > 0:
@@ -171,7 +173,7 @@ class TrainStage(Stage):
         pck = {k: v for k, v in extra.items() if "pck" in k and not k.endswith("_ci95")}
         if pck:
             summary.append({"step": "PCK", **pck})
-        return StageOutput(len(result.rows), {"logged": len(result.rows)}, [path], 0, extra, summary)
+        return StageOutput(len(result.rows), {"logged": len(result.rows)}, [path], 0, extra, summary, [final])
 
     @staticmethod
     def evaluate(ctx: StageContext, checkpoint: Path) -> dict[str, Any]:
