@@ -211,4 +211,7 @@ def train_generator(cfg: TrainConfig, seed: int, data: TrainData, ckpt_dir: Path
         if on_step is not None:
             on_step(step, total)
     checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
-    return TrainResult(checkpoint(), step, rows, resumed, checksum)
+    # resumed at the last step: the checkpoint it resumed from is the result, byte for byte (a repaired
+    # generator.pt is then the one that was damaged, and the label stage downstream stays valid)
+    final = last if last is not None and resumed == step else checkpoint()
+    return TrainResult(final, step, rows, resumed, checksum)
