@@ -60,12 +60,12 @@ def quality_lines(out_dir: Path, states: list[dict[str, Any]] | None = None) -> 
     return lines
 
 
-def print_status(out_dir: Path, verify: bool = False) -> list[dict[str, Any]]:
+def print_status(out_dir: Path, verify: bool = False, check: bool = True) -> list[dict[str, Any]]:
     """The per-stage table, damage, PCK lines and where the resolved config is (`sc-imagenet status`, after a
     build, `make demo`); returns the states it printed (`stage_states`)."""
     from sc_imagenet.build import stage_states
 
-    states = stage_states(out_dir, verify=verify)
+    states = stage_states(out_dir, check=check, verify=verify)
     print(f"\nsc-imagenet build at {out_dir}")
     print(text_table(build_summary_rows(out_dir, states)))
     for state in states:

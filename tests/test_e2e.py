@@ -5,6 +5,7 @@ rerun that skips everything, and a build killed mid-`index` that resumes without
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import yaml
 from conftest import jpeg_bytes, kill_after_first_shard, write_list
 from test_build import TINY_TRAIN
 
+from sc_imagenet.build import stage_states
 from sc_imagenet.dataset.scimagenet import read_release
 from sc_imagenet.io.manifest import list_shards, read_manifest, read_stage_record
 from sc_imagenet.orchestration.local import LocalPrefect, free_port
@@ -88,6 +90,10 @@ def test_demo_deployment_then_rerun_skips(prefect: LocalPrefect, tmp_path: Path)
     assert second.returncode == 0, second.stdout[-3000:]
     after = {p: p.stat().st_mtime_ns for p in (out / "manifests").rglob("*") if p.is_file()}
     assert after == before  # every stage skipped: not one manifest file rewritten
+
+    moved = tmp_path / "moved" / "demo"  # a moved demo build (its data inside it) stays complete and whole
+    shutil.copytree(out, moved, symlinks=True)
+    assert {s["state"] for s in stage_states(moved, verify=True)} == {"complete"}
 
 
 def _slow_tree(root: Path, categories: int, files: int) -> list[str]:

@@ -160,7 +160,9 @@ class _Build:
         self.out_dir = Path(out_dir)
         self.states = states
         self._records: dict[str, Any] = {}
-        self.problems: list[str] = []
+        self.problems: list[str] = [
+            f"the {name} manifest could not be read: it is {state} (`sc-imagenet status` names the files; the next "
+            "build rebuilds them)" for name, state in states.items() if state.startswith("damaged")]
 
     def usable(self, *stages: str) -> bool:
         return all(self.states.get(s) in USABLE_STATES for s in stages)
