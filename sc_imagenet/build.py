@@ -7,7 +7,6 @@ that stage's fingerprint and, through the chain, every downstream one — never 
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -59,28 +58,6 @@ class StageInputError(RuntimeError):
 
 class DamagedInputError(StorageError):
     """A file a stage reads is not as its upstream stage wrote it (truncated, deleted, bytes changed)."""
-
-
-FAIL_ONCE_ENV = "SC_IMAGENET_FAIL_ONCE"
-
-
-class InjectedFailure(RuntimeError):
-    """Raised by the `SC_IMAGENET_FAIL_ONCE` test hook."""
-
-
-def _fail_once(plan: BuildPlan, name: str) -> None:
-    """Test hook (tests/test_e2e_postgres.py, retrying a failed flow run): with
-    `SC_IMAGENET_FAIL_ONCE=<stage>[,<stage>...]` in the environment, a listed stage fails the first time it
-    is about to run in an output folder, leaving the marker `<out>/.fail-once-<stage>`; once the marker
-    exists the stage runs normally. Never set it outside tests."""
-    if name not in os.environ.get(FAIL_ONCE_ENV, "").split(","):
-        return
-    marker = plan.out_dir / f".fail-once-{name}"
-    if marker.exists():
-        return
-    marker.touch()
-    raise InjectedFailure(f"[{name}] failing once on purpose ({FAIL_ONCE_ENV}={os.environ[FAIL_ONCE_ENV]}); "
-                          f"delete {marker} to fail again")
 
 
 @dataclass
@@ -306,7 +283,6 @@ def execute_stage(
     elif record is not None:
         log(f"[{name}] settings or inputs changed ({record.fingerprint} -> {fp}): rerunning")
         (sdir / STAGE_RECORD).unlink()
-    _fail_once(plan, name)
     sdir.mkdir(parents=True, exist_ok=True)
     timer = Timer()
     ctx = stage_context(plan, name, inputs, log, progress, on_progress)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sc_imagenet import __version__
 from sc_imagenet.io.atomic import atomic_write_text
@@ -76,7 +76,9 @@ class DetectConfig(StrictModel):
     imgsz: int = Field(640, ge=32, le=4096, description="Inference size (longest side, letterboxed).")
     batch: int = Field(32, ge=1, le=4096, description="Images per forward pass.")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$", description="auto, cpu, cuda or cuda:N.")
-    half: bool | Literal["auto"] = Field("auto", description="fp16 inference; auto = on GPU only.")
+    half: bool | Literal["auto"] = Field(
+        "auto", description="fp16 inference on a CUDA device: auto and true turn it on there, false off; never on "
+        "a CPU (`devices.use_amp`).")
     conf_floor: float = Field(
         0.05, ge=0.0, le=1.0, description="Detections below this confidence are not stored at all."
     )
@@ -123,7 +125,9 @@ class TrainConfig(GeneratorConfig):
         1, ge=1, le=1024,
         description="DistributedDataParallel processes (one per GPU; gloo on CPU). >1 launches torchrun.",
     )
-    amp: bool | Literal["auto"] = Field("auto", description="bf16 autocast; auto = on GPU only.")
+    amp: bool | Literal["auto"] = Field(
+        "auto", description="bf16 autocast on a CUDA device: auto and true turn it on there, false off; never on "
+        "a CPU (`devices.use_amp`).")
     cache_features: bool = Field(True, description="Keep image-level features in memory across epochs.")
     feature_cache_gb: float = Field(
         4.0, ge=0, le=4096,
@@ -154,12 +158,16 @@ class LabelConfig(StrictModel):
         "object lets a background point through (measured on the demo: ~30 % of candidates off the object).",
     )
     foreground: str | None = Field(
-        None, description="Foreground source constraining the candidates (default: `train.foreground`; none = off)."
+        None,
+        description="Foreground source constraining the candidates (none = off). Unset (null) takes "
+        "`train.foreground` when the config is loaded, so a loaded config always holds the source in use.",
     )
     batch_pairs: int = Field(16, ge=1, le=4096, description="Edges per pair-head forward.")
     batch_images: int = Field(32, ge=1, le=4096, description="Images per backbone forward.")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$")
-    amp: bool | Literal["auto"] = Field("auto", description="bf16 autocast; auto = on GPU only.")
+    amp: bool | Literal["auto"] = Field(
+        "auto", description="bf16 autocast on a CUDA device: auto and true turn it on there, false off; never on "
+        "a CPU (`devices.use_amp`).")
 
 
 class ConsistencyConfig(StrictModel):
@@ -194,8 +202,8 @@ class SelectConfig(StrictModel):
     keypoints: int = Field(32, ge=1, le=1024, description="Pseudo keypoint pairs per final pair (paper: 32).")
     point_threshold: float | None = Field(
         None, gt=0, le=10,
-        description="A candidate is consistent if its median loop offset is at or below this "
-        "(default: consistency.threshold).",
+        description="A candidate is consistent if its median loop offset is at or below this. Unset (null) "
+        "takes `consistency.threshold` when the config is loaded, so a loaded config always holds the value in use.",
     )
     point_order: Literal["score", "consistency", "balanced"] = Field(
         "score",
@@ -280,6 +288,18 @@ class BuildConfig(StrictModel):
     pairs: PairsConfig = Field(default_factory=PairsConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+
+    @model_validator(mode="after")
+    def _resolve_fallbacks(self) -> BuildConfig:
+        """Settings that default to another section's value get it here, once, so every reader (stages,
+        fingerprints, `config.resolved.yaml`) sees the value in use. A config read back is already
+        resolved and stays as it is. The sections are replaced by updated copies, never changed in
+        place: a section object passed in may belong to another config too."""
+        if self.label.foreground is None:
+            self.label = self.label.model_copy(update={"foreground": self.train.foreground})
+        if self.select.point_threshold is None:
+            self.select = self.select.model_copy(update={"point_threshold": self.consistency.threshold})
+        return self
 
 
 class ConfigError(ValueError):

@@ -19,6 +19,22 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def use_amp(setting: bool | str, device: str | torch.device) -> bool:
+    """Whether reduced-precision inference/training (`train.amp`, `label.amp`: bf16 autocast; `detect.half`:
+    fp16) is on for `device`: `auto` and `true` turn it on on a CUDA device only, `false` never.
+
+    An explicit `true` on a CPU is off rather than an error: the project's reduced-precision paths exist only
+    on CUDA (torch's CUDA autocast and ultralytics' fp16 leave CPU tensors in float32 anyway), and a profile
+    written for a GPU machine should still run on a CPU one."""
+    if setting is True or setting is False:
+        on = setting
+    elif setting == "auto":
+        on = True
+    else:
+        raise ValueError(f"amp setting must be true, false or 'auto', got {setting!r}")
+    return on and torch.device(device).type == "cuda"
+
+
 @contextmanager
 def torch_threads_kept() -> Iterator[None]:
     """Run a block that may change torch's global CPU thread count (ultralytics' predictor drops it to 1)

@@ -10,6 +10,8 @@ import yaml
 from sc_imagenet.config import (
     BuildConfig,
     ConfigError,
+    LabelConfig,
+    SelectConfig,
     load_config,
     parse_overrides,
     read_resolved_config,
@@ -73,3 +75,40 @@ def test_resolved_config_roundtrip(tmp_path: Path) -> None:
     doc = yaml.safe_load(path.read_text())
     assert doc["profile"] == "demo" and doc["sc_imagenet_version"] and "git_sha" in doc
     assert read_resolved_config(tmp_path) == cfg
+
+
+def test_fallbacks_are_resolved_once_in_the_config() -> None:
+    cfg = BuildConfig()
+    assert cfg.label.foreground == cfg.train.foreground == "detector_mask"
+    assert cfg.select.point_threshold == cfg.consistency.threshold == 0.1
+    # an override of the section a setting falls back to reaches it; an explicit value wins
+    cfg = load_config("demo", {"train": {"foreground": "box"}, "consistency": {"threshold": 0.25}})
+    assert (cfg.label.foreground, cfg.select.point_threshold) == ("box", 0.25)
+    cfg = load_config("demo", {"train": {"foreground": "box"}, "label": {"foreground": "none"},
+                               "consistency": {"threshold": 0.25}, "select": {"point_threshold": 0.5}})
+    assert (cfg.label.foreground, cfg.select.point_threshold) == ("none", 0.5)
+
+
+def test_resolving_leaves_a_shared_section_alone() -> None:
+    label, select = LabelConfig(), SelectConfig()
+    a = BuildConfig(label=label, select=select, train={"foreground": "box"}, consistency={"threshold": 0.2})
+    b = BuildConfig(label=label, select=select, train={"foreground": "saliency"}, consistency={"threshold": 0.3})
+    assert (a.label.foreground, a.select.point_threshold) == ("box", 0.2)
+    assert (b.label.foreground, b.select.point_threshold) == ("saliency", 0.3)
+    assert label.foreground is None and select.point_threshold is None
+
+
+def test_resolved_config_holds_the_values_in_use(tmp_path: Path) -> None:
+    cfg = load_config("demo", {"consistency": {"threshold": 0.2}})
+    doc = yaml.safe_load(write_resolved_config(cfg, tmp_path, "demo").read_text())
+    assert doc["config"]["label"]["foreground"] == cfg.train.foreground
+    assert doc["config"]["select"]["point_threshold"] == 0.2
+    back = read_resolved_config(tmp_path)
+    assert back == cfg
+    # a resolved config read back is not resolved again: a later change of the fallback's source stays out
+    doc["config"]["consistency"]["threshold"] = 0.4
+    assert BuildConfig.model_validate(doc["config"]).select.point_threshold == 0.2
+    # one written before the fallbacks were resolved (nulls) still reads, and resolves the same way
+    doc["config"]["label"]["foreground"] = doc["config"]["select"]["point_threshold"] = None
+    old = BuildConfig.model_validate(doc["config"])
+    assert (old.label.foreground, old.select.point_threshold) == (cfg.train.foreground, 0.4)

@@ -1,8 +1,8 @@
 """End to end on a real Prefect backend: PostgreSQL as Prefect's database (a throwaway server started from
 the machine's binaries), the deployments of prefect.yaml registered with `prefect deploy --all` on the
 `sc-imagenet` process work pool, a `prefect worker start --pool sc-imagenet` running them. The demo
-deployment completes through the pool; then a run whose `select` stage fails once (the
-`SC_IMAGENET_FAIL_ONCE` test hook, set as a per-run job variable) is retried with
+deployment completes through the pool; then a run whose `select` stage fails once (tests/hooks/fail_once,
+put on the run's PYTHONPATH with per-run job variables) is retried with
 `prefect flow-run retry <id>` and completes without redoing the stages that had finished before the failure.
 """
 
@@ -15,15 +15,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from postgres_server import LocalPostgres, find_bindir
 from test_build import TINY_TRAIN
 
 from sc_imagenet.io.manifest import read_stage_record
 from sc_imagenet.orchestration.local import WORK_POOL, LocalPrefect, flow_run_id, free_port
-from sc_imagenet.orchestration.postgres import LocalPostgres, find_bindir
 from sc_imagenet.paths import REPO_ROOT
 from sc_imagenet.stages import pipeline_order
 
 pytestmark = pytest.mark.slow
+FAIL_ONCE = Path(__file__).parent / "hooks" / "fail_once"  # a sitecustomize that makes listed stages fail once
 BIN = Path(sys.executable).parent
 
 # the same overrides as tests/test_e2e.py: every stage of the demo runs in seconds
@@ -113,7 +114,8 @@ def test_failed_run_retried_resumes(backend, demo_run: dict) -> None:
     overrides = {**OVERRIDES, "consistency": {"loops": 10}}
     params = {"out": json.dumps(str(out)), "overrides": json.dumps(overrides)}
     failed = prefect.run_deployment("demo", params=params, capture=True, timeout=600,
-                                    job_variables={"env": {"SC_IMAGENET_FAIL_ONCE": "select"}})
+                                    job_variables={"env": {"PYTHONPATH": str(FAIL_ONCE),
+                                                                    "SC_IMAGENET_TEST_FAIL_ONCE": "select"}})
     assert failed.returncode != 0, failed.stdout[-3000:]
     run_id = flow_run_id(failed.stdout)
     run = prefect.flow_run(run_id)
@@ -126,7 +128,8 @@ def test_failed_run_retried_resumes(backend, demo_run: dict) -> None:
             {p: t for p, t in before.items() if p.is_relative_to(out / "manifests" / stage)}, stage
     consistency = read_stage_record(out / "manifests" / "consistency")  # finished, with the new setting
     assert consistency is not None and consistency.fingerprint != consistency_before.fingerprint
-    assert read_stage_record(out / "manifests" / "select") is None  # its record went stale and it failed
+    select = read_stage_record(out / "manifests" / "select")  # it failed before running: its record is stale
+    assert select is None or select.input_content["consistency"] != consistency.content_hash
     status = _status(out)
     assert status["consistency"]["state"] == "complete" and status["select"]["state"] != "complete"
 

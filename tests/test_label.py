@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from sc_imagenet.build import execute_stage, plan_build, run_build_locally
-from sc_imagenet.config import ConfigError, load_config
+from sc_imagenet.config import BuildConfig, ConfigError, load_config
 from sc_imagenet.dataset.graph import group_sizes, pair_groups
 from sc_imagenet.foreground.geometry import points_on_mask
 from sc_imagenet.io.images import load_rgb
@@ -23,7 +23,7 @@ from sc_imagenet.matching.builder import load_generator
 from sc_imagenet.matching.cascade import grid_masks
 from sc_imagenet.matching.geometry import pixels_to_index
 from sc_imagenet.matching.predictor import PairLabel
-from sc_imagenet.stages.label import keep_on_foreground
+from sc_imagenet.stages.label import LabelStage, keep_on_foreground
 from sc_imagenet.stages.single_instance import SingleInstanceStage, foreground_provider
 
 TINY_TRAIN = {"backbone": "dense-sift", "input_size": 64, "region_input_size": 32, "region_pairs": 3,
@@ -220,3 +220,14 @@ def test_foreground_source_none_and_unknown(built: dict, tmp_path: Path) -> None
     assert result.record.extra["foreground"] == "none" and result.record.extra["edges"] > 0
     with pytest.raises(ConfigError, match=r"label\.foreground: unknown foreground source 'nope'"):
         run_label(project, {"label": {**LABEL, "foreground": "nope"}})
+
+
+def test_unknown_foreground_names_the_setting_it_came_from() -> None:
+    """`label.foreground` unset takes `train.foreground` in the config; an unknown name still points at the
+    setting to fix."""
+    stage, root = LabelStage(), Path("/data")
+    with pytest.raises(ConfigError, match=r"^train\.foreground: unknown foreground source 'nope'"):
+        stage.fingerprint_payload(BuildConfig(train={"foreground": "nope"}), root)
+    with pytest.raises(ConfigError, match=r"^label\.foreground: unknown foreground source 'nope'"):
+        stage.fingerprint_payload(BuildConfig(label={"foreground": "nope"}), root)
+    assert stage.fingerprint_payload(BuildConfig(train={"foreground": "box"}), root)["foreground"] == "box"

@@ -15,7 +15,7 @@ Layers, top to bottom (docs/architecture.md):
     io         io/ (manifests, images, scans, locks, checkpoints, atomic writes)
 
 Shared modules any layer may import: `config` (the typed build configuration), `paths`, `devices`,
-`registry` and the package root (`__version__`).
+`boxes` (the object-size definition), `registry` and the package root (`__version__`).
 
 Rules checked on direct imports (a module's own import statements):
 
@@ -53,7 +53,7 @@ BUILD = {"build"}
 STAGES = {"stages"}
 DOMAIN = {"matching", "detect", "foreground", "synth", "train", "evaluate", "categories", "dataset", "report"}
 IO = {"io"}
-SHARED = {"config", "paths", "devices", "registry", ""}  # "" = the package root (sc_imagenet/__init__.py)
+SHARED = {"config", "paths", "devices", "boxes", "registry", ""}  # "" = the package root (sc_imagenet/__init__.py)
 
 FORBIDDEN: dict[frozenset[str], set[str]] = {
     frozenset(DOMAIN): STAGES | BUILD | WIRING,

@@ -1,20 +1,22 @@
 """The work-pool path's pieces, fast: prefect.yaml in sync with the served deployments, the throwaway
-PostgreSQL helper, the `SC_IMAGENET_FAIL_ONCE` test hook. tests/test_e2e_postgres.py runs them together."""
+PostgreSQL helper (tests/postgres_server.py), the fail-once wrapper (tests/hooks/fail_once). tests/test_e2e_postgres.py
+runs them together."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import yaml
+from postgres_server import LocalPostgres, find_bindir
 
 from flows.build_sc_imagenet import build_sc_imagenet, deployments
-from sc_imagenet.build import FAIL_ONCE_ENV, InjectedFailure, _fail_once
 from sc_imagenet.orchestration.local import WORK_POOL, flow_run_id
-from sc_imagenet.orchestration.postgres import LocalPostgres, find_bindir
 from sc_imagenet.paths import REPO_ROOT
 
 
@@ -51,18 +53,38 @@ def test_flow_run_id_from_deployment_run_output() -> None:
         flow_run_id("no run here")
 
 
-def test_fail_once_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    plan = SimpleNamespace(out_dir=tmp_path)
-    monkeypatch.delenv(FAIL_ONCE_ENV, raising=False)
-    _fail_once(plan, "select")  # unset: nothing happens
-    monkeypatch.setenv(FAIL_ONCE_ENV, "label,select")
-    _fail_once(plan, "export")  # not listed
+FAIL_ONCE = Path(__file__).parent / "hooks" / "fail_once"
+
+
+def test_fail_once_wrapper(tmp_path: Path) -> None:
+    sys.path.insert(0, str(FAIL_ONCE))
+    try:
+        from sitecustomize import InjectedFailure, failing_once
+    finally:
+        sys.path.remove(str(FAIL_ONCE))
+    ran: list[str] = []
+    plan = SimpleNamespace(out_dir=tmp_path, fingerprints={"label": "a", "select": "b", "export": "c"}, forced=set(),
+                           stage_dir=lambda name: tmp_path / "manifests" / name)
+    run = failing_once(lambda plan, name: ran.append(name), ["label", "select"])
+    run(plan, "export")  # not listed
     with pytest.raises(InjectedFailure, match="select"):
-        _fail_once(plan, "select")
+        run(plan, "select")
     assert (tmp_path / ".fail-once-select").exists()
-    _fail_once(plan, "select")  # once only: the marker is there
+    run(plan, "select")  # once only: the marker is there
     with pytest.raises(InjectedFailure):
-        _fail_once(plan, "label")
+        run(plan, "label")
+    assert ran == ["export", "select"]
+
+
+def test_fail_once_wrapper_is_installed_from_the_path(tmp_path: Path) -> None:
+    """What a worker's flow-run process gets from the two job variables: the product's `execute_stage`, wrapped."""
+    env = {**os.environ, "PYTHONPATH": str(FAIL_ONCE), "SC_IMAGENET_TEST_FAIL_ONCE": "select"}
+    code = "import sc_imagenet.build as b; print(hasattr(b.execute_stage, '__wrapped__'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True"]
+    env.pop("SC_IMAGENET_TEST_FAIL_ONCE")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False"]
 
 
 def test_local_postgres_runs_unprivileged_and_cleans_up() -> None:

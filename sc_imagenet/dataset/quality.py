@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sc_imagenet.boxes import object_size
 from sc_imagenet.evaluate.pck import bootstrap_interval
 from sc_imagenet.synth.groundtruth import load_groundtruth, true_correspondence
 
@@ -42,8 +43,8 @@ class TruthOracle:
         self.root = Path(root)
         gt = load_groundtruth(self.root)
         inst = gt.instances[gt.instances["instance"] == 0]
-        self._size = {str(i): float(max(b[2] - b[0], b[3] - b[1])) for i, b in zip(inst["image_id"], inst["bbox"],
-                                                                                 strict=True)}
+        sizes = object_size(np.asarray(list(inst["bbox"]), np.float64).reshape(-1, 4))
+        self._size = dict(zip(map(str, inst["image_id"]), sizes.tolist(), strict=True))
 
     def object_size(self, image_id: str) -> float:
         return self._size.get(image_id, float("nan"))

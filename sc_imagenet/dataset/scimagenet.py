@@ -47,6 +47,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from sc_imagenet.boxes import object_size
 from sc_imagenet.io.atomic import fsync_dir, temp_path
 
 LAYOUT_DIR = "Layout/large"
@@ -161,14 +162,9 @@ def integer_box(box: Sequence[float], width: int, height: int) -> list[int]:
     return [ix1, iy1, ix2, iy2]
 
 
-def object_size(box: Sequence[float]) -> float:
-    """Max side of a box: the project's object-size unit (PCK's threshold uses the same)."""
-    return max(float(box[2]) - float(box[0]), float(box[3]) - float(box[1]))
-
-
 def scale_ratio(src_box: Sequence[float], trg_box: Sequence[float]) -> float:
-    """Larger over smaller object size of the pair (≥ 1)."""
-    a, b = object_size(src_box), object_size(trg_box)
+    """Larger over smaller object size (`sc_imagenet.boxes.object_size`) of the pair (≥ 1)."""
+    a, b = float(object_size(src_box)), float(object_size(trg_box))
     lo, hi = min(a, b), max(a, b)
     return math.inf if lo <= 0 else hi / lo
 

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from sc_imagenet.detect.types import ImageDetections
-from sc_imagenet.devices import resolve_device, torch_threads_kept
+from sc_imagenet.devices import resolve_device, torch_threads_kept, use_amp
 from sc_imagenet.registry import Registry
 
 
@@ -54,7 +54,7 @@ class UltralyticsDetector(Detector):
         with torch_threads_kept():
             self.model = load_yolo(weights)
         self.device = resolve_device(device)
-        self.half = self.device.startswith("cuda") if half == "auto" else bool(half)
+        self.half = use_amp(half, self.device)
         # ultralytics ≥ 8.4 spells fp16 inference `quantize=16` (its old `half` flag is deprecated)
         self.kwargs = {"imgsz": imgsz, "conf": conf_floor, "iou": iou, "max_det": max_det,
                        "quantize": 16 if self.half else 32, "device": self.device, "verbose": False}

@@ -2,7 +2,8 @@
 α · max(w, h) of the TARGET object's box.
 
 Points are float32 (N, 2) (x, y) in original target-image pixels. Boxes are `[x1, y1, x2, y2]` with
-exclusive x2/y2 (the synthetic ground truth's visible-mask boxes), so w = x2 − x1 and h = y2 − y1.
+exclusive x2/y2 (the synthetic ground truth's visible-mask boxes), so w = x2 − x1 and h = y2 − y1
+(`sc_imagenet.boxes.object_size`, the project's object size).
 Non-finite predictions count as wrong.
 
 Aggregation over pairs (`PCKAccumulator`): the headline `pck@α` is per keypoint, i.e. all correct
@@ -19,15 +20,10 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike
 
+from sc_imagenet.boxes import object_size
 from sc_imagenet.synth.groundtruth import true_correspondence
 
 DEFAULT_ALPHAS = (0.05, 0.1)
-
-
-def bbox_threshold(bbox: ArrayLike) -> float:
-    """max(x2 − x1, y2 − y1) of a `[x1, y1, x2, y2]` box (exclusive x2/y2): PCK's distance unit."""
-    x1, y1, x2, y2 = np.asarray(bbox, np.float64).reshape(4)
-    return float(max(x2 - x1, y2 - y1))
 
 
 def correct_mask(pred_xy: ArrayLike, true_xy: ArrayLike, bbox: ArrayLike, alpha: float) -> np.ndarray:
@@ -37,7 +33,7 @@ def correct_mask(pred_xy: ArrayLike, true_xy: ArrayLike, bbox: ArrayLike, alpha:
     if pred.shape != true.shape:
         raise ValueError(f"pred {pred.shape} and true {true.shape} differ")
     dist = np.linalg.norm(pred - true, axis=1)
-    return np.isfinite(dist) & (dist <= alpha * bbox_threshold(bbox))
+    return np.isfinite(dist) & (dist <= alpha * float(object_size(np.reshape(bbox, 4))))
 
 
 def _key(alpha: float) -> str:

@@ -31,6 +31,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from sc_imagenet.devices import use_amp
 from sc_imagenet.matching.backbones.base import Backbone, Features
 from sc_imagenet.matching.cascade import CascadeGenerator, grid_masks
 from sc_imagenet.matching.geometry import grid_to_pixels, index_to_pixels, soft_argmax_3x3
@@ -81,7 +82,7 @@ class Generator:
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast when `amp` is on and the model sits on a CUDA device; a no-op otherwise."""
-        if self.amp and self.device.type == "cuda":
+        if use_amp(self.amp, self.device):
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 

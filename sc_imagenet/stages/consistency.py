@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sc_imagenet.boxes import object_size
 from sc_imagenet.config import BuildConfig
 from sc_imagenet.dataset.loops import EdgeBank, FlowBank, image_consistency
 from sc_imagenet.io.manifest import ShardWriter, category_shards, read_shard, shard_path
@@ -159,13 +160,16 @@ def source_images(base: pa.Table) -> list[str]:
     return sorted(set(edges[SRC_ID].to_pylist()))
 
 
+# Loop offsets are divided by the object size: a detected box thinner than a pixel must not blow them up.
+MIN_OBJECT_SIZE = 1.0  # pixels
+
+
 def object_sizes(kept: pa.Table) -> dict[str, float]:
-    """Object size (max side of the detected box, at least one pixel) of every kept image."""
-    out = {}
-    for image_id, box in zip(kept.column("image_id").to_pylist(), kept.column("box").to_pylist(), strict=True):
-        x1, y1, x2, y2 = box
-        out[image_id] = max(float(x2) - float(x1), float(y2) - float(y1), 1.0)
-    return out
+    """Object size (`sc_imagenet.boxes.object_size` of the detected box, at least `MIN_OBJECT_SIZE`) of
+    every kept image."""
+    boxes = np.asarray(kept.column("box").to_pylist(), np.float64).reshape(-1, 4)
+    sizes = np.maximum(object_size(boxes), MIN_OBJECT_SIZE)
+    return dict(zip(kept.column("image_id").to_pylist(), sizes.tolist(), strict=True))
 
 
 def _flat(table: pa.Table, name: str, dtype: type) -> tuple[np.ndarray, np.ndarray]:

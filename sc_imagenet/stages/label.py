@@ -82,7 +82,7 @@ def generator_settings(cfg: BuildConfig) -> dict[str, Any]:
     speed, and bf16 rounding on GPU, not the method)."""
     lab = cfg.label
     return {"candidates": lab.candidates, "nms_cells": lab.nms_cells, "pixel_foreground": lab.pixel_foreground,
-            "foreground": foreground_source(cfg)}
+            "foreground": lab.foreground}
 
 
 @register_stage
@@ -98,9 +98,10 @@ class LabelStage(GeneratorStage):
         lab = cfg.label
         from sc_imagenet.foreground import foreground_names
 
-        if foreground_source(cfg) not in foreground_names():
-            field_name = "label.foreground" if lab.foreground is not None else "train.foreground"
-            raise ConfigError(f"{field_name}: unknown foreground source {foreground_source(cfg)!r}; known: "
+        if lab.foreground not in foreground_names():
+            # an unset label.foreground took train.foreground's value when the config was loaded
+            field_name = "train.foreground" if lab.foreground == cfg.train.foreground else "label.foreground"
+            raise ConfigError(f"{field_name}: unknown foreground source {lab.foreground!r}; known: "
                               f"{foreground_names()}")
         return {"seed": cfg.seed, "data_root": str(data_root), "group_size": lab.group_size,
                 **generator_settings(cfg)}
@@ -143,7 +144,7 @@ class LabelStage(GeneratorStage):
             "seconds_per_edge": (round((total("seconds") - total("load_seconds")) / pair_forwards, 5)
                                  if pair_forwards else None),
             "device": loaded[0]["device"] if loaded else None, "amp": loaded[0]["amp"] if loaded else None,
-            "foreground": foreground_source(ctx.cfg), "empty_foreground_masks": int(total("empty_masks")),
+            "foreground": ctx.cfg.label.foreground, "empty_foreground_masks": int(total("empty_masks")),
         }
         rows = sum(by_status.values())
         return StageOutput(rows, by_status, [ctx.shard(r.wnid) for r in results], len(results) - len(fresh),
@@ -152,10 +153,6 @@ class LabelStage(GeneratorStage):
 
 KEPT_COLUMNS = ["image_id", "rel_path", "width", "height"]
 SUMMARY_COLUMNS = ["src_id", "status", "group"]
-
-
-def foreground_source(cfg: BuildConfig) -> str:
-    return cfg.label.foreground if cfg.label.foreground is not None else cfg.train.foreground
 
 
 def planned_edges(single_instance_dir: Path, wnids: list[str], group_size: int) -> dict[str, int]:
@@ -191,7 +188,7 @@ class LoadedGenerator:
 
 
 def load_label_generator(ctx: StageContext) -> LoadedGenerator:
-    from sc_imagenet.devices import resolve_device
+    from sc_imagenet.devices import resolve_device, use_amp
     from sc_imagenet.matching.builder import load_generator  # torch loads only when labelling runs
     from sc_imagenet.stages.train import backbone_checkpoint
 
@@ -202,8 +199,7 @@ def load_label_generator(ctx: StageContext) -> LoadedGenerator:
     if ckpt is None or not ckpt.is_file():
         raise ConfigError(f"label: the train stage's generator checkpoint {ckpt} is missing; rerun train")
     device = resolve_device(lab.device)
-    # bf16 autocast only exists on CUDA here; `amp: auto` = on GPU only
-    amp = device.startswith("cuda") and (lab.amp == "auto" or bool(lab.amp))
+    amp = use_amp(lab.amp, device)
     gen = load_generator(ckpt, device, backbone_checkpoint(ctx.cfg))
     gen.nms_cells, gen.amp = lab.nms_cells, amp
     ctx.log(f"[label] generator {ckpt} on {device}" + (" (bf16 autocast)" if amp else ""))
@@ -233,7 +229,7 @@ class LabelWork:
         return loaded.gen
 
     def provider(self, wnid: str) -> ForegroundProvider | None:
-        source = foreground_source(self.ctx.cfg)
+        source = self.ctx.cfg.label.foreground
         if source == "none":
             return None
         return foreground_provider(self.ctx.inputs["single_instance"], self.ctx.data_root, source, wnids=[wnid])

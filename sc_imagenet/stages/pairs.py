@@ -42,7 +42,7 @@ from sc_imagenet.stages.label import SCHEMA as LABEL_SCHEMA
 from sc_imagenet.stages.label import GeneratorStage, LabelStage, LabelWork, generator_settings
 from sc_imagenet.stages.schema import column, manifest_schema
 from sc_imagenet.stages.select import SCHEMA as SELECT_SCHEMA
-from sc_imagenet.stages.select import SelectStage, point_threshold
+from sc_imagenet.stages.select import SelectStage
 from sc_imagenet.stages.single_instance import read_kept_images
 
 # the columns `export` reads have the same names, types and meaning as in `select`
@@ -89,7 +89,7 @@ class PairsStage(GeneratorStage):
                 # the keypoint choice and the split
                 "label": generator_settings(cfg),
                 "consistency": {"loops": c.loops, "threshold": c.threshold},
-                "select": {"keypoints": s.keypoints, "point_threshold": point_threshold(cfg),
+                "select": {"keypoints": s.keypoints, "point_threshold": s.point_threshold,
                            "point_order": s.point_order, "val_fraction": s.val_fraction}}
 
     def shard_keys(self, ctx: StageContext) -> list[str]:
@@ -190,7 +190,7 @@ def pair_rows(wnid: str, cliques: list[list[str]], clique_of: dict[str, int], ba
               known: set[tuple[str, str]], by_id: dict[str, dict[str, Any]], cfg: BuildConfig) -> Iterator[dict]:
     """One row per unordered pair of every clique: its kept direction and keypoints, or why none was kept."""
     s = cfg.select
-    threshold = point_threshold(cfg)
+    threshold = s.point_threshold
     val = {g for g in range(len(cliques)) if stable_uniform(cfg.seed, "val", wnid, f"pairs:{g}") < s.val_fraction}
     for g, members in enumerate(cliques):
         ordered = sorted(members)

@@ -71,14 +71,11 @@ class SelectStage(Stage):
     description = "top images by consistency, final pairs and their keypoints, trn/val split"
 
     def fingerprint_payload(self, cfg: BuildConfig, data_root: Path) -> dict[str, Any]:
-        s = cfg.select
-        threshold = point_threshold(cfg)
-        return {"seed": cfg.seed, "data_root": str(data_root),
-                **s.model_dump(mode="json", exclude={"point_threshold"}), "point_threshold": threshold}
+        return {"seed": cfg.seed, "data_root": str(data_root), **cfg.select.model_dump(mode="json")}
 
     def run(self, ctx: StageContext) -> StageOutput:
         s = ctx.cfg.select
-        threshold = point_threshold(ctx.cfg)
+        threshold = s.point_threshold
         images = image_table(ctx.inputs["consistency"], s.rank_by, ctx.cfg.seed)
         scopes = list(images["wnid"]) if s.scope == "category" else ["all"] * len(images)
         images["selected"], images["rank"] = select_top(images["score"].to_numpy(), scopes, list(images["src_id"]),
@@ -187,12 +184,6 @@ def kept_pair_counts(shards: list[Path]) -> KeptPairs:
         split.update(t["split"].to_pylist())
     out.by_split = dict(split)
     return out
-
-
-def point_threshold(cfg: BuildConfig) -> float:
-    """`select.point_threshold`, or the consistency threshold when it is not set (`select` and `pairs`)."""
-    s = cfg.select
-    return s.point_threshold if s.point_threshold is not None else cfg.consistency.threshold
 
 
 RANK_COLUMNS = {"loop3": "image_consistent", "loop2": "image_fb_consistent", "score": "image_match_score"}

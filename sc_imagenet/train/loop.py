@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from sc_imagenet.config import TrainConfig
-from sc_imagenet.devices import resolve_device
+from sc_imagenet.devices import resolve_device, use_amp
 from sc_imagenet.io.checkpoints import (
     checkpoint_path,
     latest_checkpoint,
@@ -135,7 +135,7 @@ def train_generator(cfg: TrainConfig, seed: int, data: TrainData, ckpt_dir: Path
     model = CascadeGenerator(backbone.out_dim, cfg).to(device)
     opt = torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)  # constant, as in the paper
-    amp = device.startswith("cuda") if cfg.amp == "auto" else bool(cfg.amp)
+    amp = use_amp(cfg.amp, device)
     plan = EpochPlan(data.images_by_wnid, seed, cfg.batch_size, world, rank)  # built once per epoch
     per_epoch = plan.steps_per_epoch
     if per_epoch == 0:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from sc_imagenet.boxes import object_size
 from sc_imagenet.registry import Registry
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # case-insensitive
@@ -150,14 +151,15 @@ def keypoint_array(values: Any, where: str, columns: int = 2, allow_nan: bool = 
 
 
 def bbox_length(box: Any, where: str) -> float:
-    """max(x2 − x1, y2 − y1) of an `[x1, y1, x2, y2]` box, or a BenchmarkError naming `where`."""
+    """The object size (`sc_imagenet.boxes.object_size`) of an `[x1, y1, x2, y2]` box read from a
+    benchmark's file, or a BenchmarkError naming `where` when it is not 4 numbers or has no extent."""
     try:
-        x1, y1, x2, y2 = (float(v) for v in np.asarray(box, np.float64).reshape(4))
+        xyxy = np.asarray(box, np.float64).reshape(4)
     except (TypeError, ValueError) as exc:
         raise BenchmarkError(f"{where}: a box needs 4 numbers [x1, y1, x2, y2], got {box!r} ({exc})") from None
-    length = max(x2 - x1, y2 - y1)
+    length = float(object_size(xyxy))
     if not math.isfinite(length) or length <= 0:
-        raise BenchmarkError(f"{where}: box {[x1, y1, x2, y2]} has no extent")
+        raise BenchmarkError(f"{where}: box {[float(v) for v in xyxy]} has no extent")
     return length
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sc_imagenet.boxes import object_size
 from sc_imagenet.evaluate.benchmarks.base import (
     Benchmark,
     BenchmarkError,
@@ -17,7 +18,6 @@ from sc_imagenet.evaluate.benchmarks.base import (
     register_benchmark,
 )
 from sc_imagenet.evaluate.pairs import EvalPair, require_synthetic, sample_eval_pairs
-from sc_imagenet.evaluate.pck import bbox_threshold
 
 DEFAULT_PAIRS = 100
 THRESHOLD_RULE = "α × max side of the target instance's visible-mask box"
@@ -25,7 +25,7 @@ THRESHOLD_RULE = "α × max side of the target instance's visible-mask box"
 
 def to_benchmark_pair(p: EvalPair) -> BenchmarkPair:
     return BenchmarkPair(f"{p.src_id}-{p.trg_id}", p.wnid, p.src_path, p.trg_path, p.src_kps, p.trg_kps, p.valid,
-                         np.arange(len(p.src_kps), dtype=np.int64), bbox_threshold(p.trg_bbox))
+                         np.arange(len(p.src_kps), dtype=np.int64), float(object_size(p.trg_bbox)))
 
 
 def load(root: Path, split: str, limit: int | None, seed: int) -> Benchmark:
