@@ -385,6 +385,11 @@ def load_config(
 
 
 def git_sha() -> str | None:
+    """The checkout's commit; None for an installed wheel (whose folder may sit inside some other repository)."""
+    from sc_imagenet.paths import in_checkout
+
+    if not in_checkout():
+        return None
     try:
         out = subprocess.run(
             ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
