@@ -1,5 +1,6 @@
 """`sc-imagenet …`: wiring only. Every command validates its configuration before any work starts."""
 
+
 from __future__ import annotations
 
 import argparse
@@ -10,6 +11,9 @@ from pathlib import Path
 
 from sc_imagenet import __version__
 from sc_imagenet.config import ConfigError, load_config, parse_overrides
+
+DESCRIPTION = ("Build SC-ImageNet, a semantic-correspondence pre-training dataset mined from category-labelled "
+               "images (ImageNet, or the synthetic demo), and check, report and evaluate the build.")
 
 
 def _plan(args: argparse.Namespace, profile: str):
@@ -156,7 +160,7 @@ def _add_build_args(p: argparse.ArgumentParser, with_config: bool) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sc-imagenet", description=__doc__)
+    parser = argparse.ArgumentParser(prog="sc-imagenet", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"sc-imagenet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
