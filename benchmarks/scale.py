@@ -46,14 +46,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from sc_imagenet.stages import pipeline_order
+
 IMAGENET_SINGLE = 379_458  # single-instance images in the paper's 679 categories (§3.5)
 IMAGENET_CATEGORIES = 679
 SINGLE_FRACTION = 0.436  # 379,458 of the ~870,000 images of the 679 kept categories
 CMYK_RATE, PNG_RATE = 22 / 1_281_167, 1 / 1_281_167  # ILSVRC-2012 train's odd files
 GRID = (32, 32)  # iBOT ViT-B/16 at 512 px
 KINDS = {"none": 0, "one": 1, "two": 2}
-PIPELINE = ["categories", "index", "detect", "single_instance", "train", "label", "consistency", "select",
-            "pairs", "export", "report"]
+PIPELINE = pipeline_order()
 CHECKS = ["fingerprints", "status", "resume"]  # what every rerun and `sc-imagenet status` pay
 
 # Network cost per unit on a GPU, from measurements recorded in benchmarks/results/ (earlier sessions; this

@@ -104,8 +104,8 @@ def build_sc_imagenet(
         stages: subset of stages to run (default: all, in pipeline order).
         force: rerun this stage and everything downstream even if complete.
         overrides: nested config overrides, e.g. {"index": {"workers": 8}}.
-        runner: `sequential` (default) or `dask`: the categories of index, detect, label and consistency
-            as Prefect tasks on a Dask cluster (prefect-dask's DaskTaskRunner).
+        runner: `sequential` (default) or `dask`: the categories of every category-sharded stage
+            (`ShardedStage`) as Prefect tasks on a Dask cluster (prefect-dask's DaskTaskRunner).
         dask_address: scheduler of an existing Dask cluster, `tcp://host:8786` (runner `dask`); without it
             a LocalCluster runs for the flow run.
         dask_workers: worker processes of that LocalCluster.

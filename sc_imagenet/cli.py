@@ -151,8 +151,8 @@ def _add_build_args(p: argparse.ArgumentParser, with_config: bool) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. index.workers=8")
     p.add_argument("--no-prefect", action="store_true", help="run the stages without the Prefect flow")
     p.add_argument("--runner", default="sequential",
-                   help="sequential (default) or dask: the categories of index, detect, label and consistency as "
-                   "Prefect tasks on a Dask cluster")
+                   help="sequential (default) or dask: the categories of every category-sharded stage as Prefect "
+                   "tasks on a Dask cluster")
     p.add_argument("--dask-address", metavar="tcp://HOST:8786",
                    help="scheduler of a running Dask cluster (with --runner dask; default: a LocalCluster)")
     p.add_argument("--dask-workers", type=int, default=2, metavar="N",

@@ -21,6 +21,7 @@ from sc_imagenet.dataset.scimagenet import read_release
 from sc_imagenet.io.manifest import list_shards, read_manifest, read_stage_record
 from sc_imagenet.orchestration.local import LocalPrefect, free_port
 from sc_imagenet.paths import REPO_ROOT
+from sc_imagenet.stages import pipeline_order
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -54,8 +55,7 @@ def test_demo_deployment_then_rerun_skips(prefect: LocalPrefect, tmp_path: Path)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "Completed" in first.stdout
     status = _status(out, env)
-    for stage in ("categories", "index", "detect", "single_instance", "train", "label", "consistency", "select",
-                  "export", "report"):
+    for stage in pipeline_order():
         assert status[stage]["state"] == "complete" and status[stage]["rows"] > 0, stage
         assert Path(status[stage]["path"]).is_dir()
     export = read_stage_record(out / "manifests" / "export")

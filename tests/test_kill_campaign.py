@@ -19,7 +19,7 @@ def test_killed_builds_resume_to_the_uninterrupted_content(tmp_path: Path) -> No
         from kill_campaign import run_campaign
     finally:
         sys.path.pop(0)
-    # trials 0, 4, 5, 6 target categories, train, label and consistency (stage i mod 11)
+    # trial i targets stage i (mod the number of stages) in pipeline order
     summary = run_campaign(trials=7, seed=1, workdir=tmp_path, log=lambda m: None)
     failed = [{k: r[k] for k in ("target", "killed_in", "differs", "leftovers", "rerun_err")}
               for r in summary["results"] if not r["ok"]]

@@ -31,7 +31,8 @@ Rules checked on direct imports (a module's own import statements):
   (a module named `settings` or `config` inside a domain package, e.g. `matching.settings`,
   `synth.config`), and importing it loads neither torch nor cv2 (checked in a subprocess).
 
-Rules are on packages, never on a list of files, so new modules are covered as they appear.
+Rules are on packages, never on a list of files, so new modules are covered as they appear; a new
+top-level package or module must be put in one layer (`LAYERS`), else a test fails naming it.
 `ALLOWED` lists accepted exceptions, each with its reason; keep it empty if you can.
 """
 
@@ -40,7 +41,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,10 @@ STAGES = {"stages"}
 DOMAIN = {"matching", "detect", "foreground", "synth", "train", "evaluate", "categories", "dataset", "report"}
 IO = {"io"}
 SHARED = {"config", "paths", "devices", "boxes", "registry", ""}  # "" = the package root (sc_imagenet/__init__.py)
+# every top-level module and package of sc_imagenet/ (and flows/) belongs to exactly one of these, or the rules
+# above would not see it: `test_every_package_has_a_layer` fails naming one that is in none
+LAYERS: dict[str, set[str]] = {"WIRING": WIRING, "BUILD": BUILD, "STAGES": STAGES, "DOMAIN": DOMAIN, "IO": IO,
+                               "SHARED": SHARED}
 
 FORBIDDEN: dict[frozenset[str], set[str]] = {
     frozenset(DOMAIN): STAGES | BUILD | WIRING,
@@ -163,6 +168,20 @@ def layer_of(module: str) -> str:
     return parts[1] if len(parts) > 1 else ""
 
 
+def layer_problems(modules: Iterable[str]) -> list[str]:
+    """A message for every top-level module or package that is in no layer, or in more than one."""
+    found = []
+    for top in sorted({layer_of(m) for m in modules}):
+        homes = [name for name, members in LAYERS.items() if top in members]
+        where = f"{ROOT}/{top}" if top != "flows" else "flows"
+        if not homes:
+            found.append(f"{where} is in no layer: add {top!r} to one of {', '.join(LAYERS)} in tests/test_layering.py "
+                         "(docs/architecture.md, 'Layers'), or the import rules do not apply to it")
+        elif len(homes) > 1:
+            found.append(f"{where} is in more than one layer ({', '.join(homes)}) in tests/test_layering.py")
+    return found
+
+
 def is_settings_module(module: str) -> bool:
     parts = module.split(".")
     return len(parts) == 3 and parts[1] in DOMAIN and parts[2] in SETTINGS_MODULE_NAMES
@@ -205,6 +224,12 @@ def test_the_graph_sees_the_package(graph: tuple[dict[str, Path], dict[str, set[
     assert "sc_imagenet.matching.backbones.vit" in direct["sc_imagenet.matching.backbones"]
 
 
+def test_every_package_has_a_layer(graph: tuple[dict[str, Path], dict[str, set[str]]]) -> None:
+    modules, _ = graph
+    problems = layer_problems(modules)
+    assert not problems, "\n".join(problems)
+
+
 def test_no_import_cycles(graph: tuple[dict[str, Path], dict[str, set[str]]]) -> None:
     modules, direct = graph
     cycle = find_cycle(runtime_edges(direct, modules))
@@ -244,6 +269,9 @@ def test_the_checks_catch_what_they_should() -> None:
         "sc_imagenet.matching.x imports sc_imagenet.stages.train: matching must not import stages",
         "sc_imagenet.stages.z imports sc_imagenet.build: stages must not import build",
     ]
+    # a new package in no layer is named, not silently exempt from every rule
+    (problem,) = layer_problems(["sc_imagenet.io.y", "sc_imagenet.newpkg", "sc_imagenet.newpkg.x", "flows.f"])
+    assert problem.startswith("sc_imagenet/newpkg is in no layer: add 'newpkg' to one of WIRING, BUILD")
 
 
 def test_config_import_stays_light() -> None:

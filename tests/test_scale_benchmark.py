@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sc_imagenet.paths import REPO_ROOT
+from sc_imagenet.stages import pipeline_order
 
 pytestmark = pytest.mark.slow
 
@@ -23,8 +24,7 @@ def test_tiny_rehearsal_writes_every_figure(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(out.read_text())
     assert doc["sizes"] == [60, 120]
-    pipeline = ["categories", "index", "detect", "single_instance", "train", "label", "consistency", "select",
-                "pairs", "export", "report"]
+    pipeline = pipeline_order()  # benchmarks/scale.py's PIPELINE must time every stage
     assert list(doc["stages"]) == [*pipeline, "fingerprints", "status", "resume"]
     for name, s in doc["stages"].items():
         assert len(s["seconds"]) == len(s["peak_rss_mb"]) == 2 and all(t >= 0 for t in s["seconds"]), name

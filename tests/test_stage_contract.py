@@ -1,18 +1,34 @@
 """The stage contract: every stage's manifest schema documents its columns, readers name upstream
-columns through the schema, and manifests/README.md is generated from the schemas."""
+columns through the schema, and manifests/README.md is generated from the schemas.
+
+It also holds the checks behind docs/adding-a-stage.md: a stage is one module in sc_imagenet/stages/ and a
+config section, and everything else either derives from the registry (`pipeline_order()`) or is a place
+a check below names, with the stage and the file to edit, when a new stage is missing from it.
+`test_the_checks_name_a_new_stage_left_out_of_every_place` proves each check with a throw-away stage.
+"""
 
 from __future__ import annotations
 
+import ast
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pydantic import BaseModel
 
+from sc_imagenet.config import BuildConfig
 from sc_imagenet.io.manifest import ShardWriter
-from sc_imagenet.stages import STAGES, Stage, pipeline_order, register_stage
-from sc_imagenet.stages.docs import README, render, stage_block
+from sc_imagenet.paths import REPO_ROOT
+from sc_imagenet.report.model import FUNNEL, SECTION_NEEDS
+from sc_imagenet.stages import STAGE_MODULES, STAGES, Stage, pipeline_order, register_stage
+from sc_imagenet.stages.base import ShardedStage
+from sc_imagenet.stages.docs import BEGIN, END, README, render, stage_block
+from sc_imagenet.stages.report import ReportStage
 from sc_imagenet.stages.schema import SchemaError, column, describe, manifest_schema, type_name
 from sc_imagenet.stages.single_instance import SingleInstanceStage
 
@@ -36,9 +52,10 @@ def test_inputs_are_upstream(name: str) -> None:
 
 def test_readme_tables_are_generated_from_the_schemas() -> None:
     text = README.read_text()
+    stale = [name for name in pipeline_order() if stage_block(STAGES[name]) not in text]
+    assert not stale, (f"manifests/README.md: the column table of stage(s) {stale} is missing or stale: run "
+                       "`python -m sc_imagenet.stages.docs --write`")
     assert render(text) == text, "manifests/README.md is stale: run python -m sc_imagenet.stages.docs --write"
-    for name in pipeline_order():
-        assert stage_block(STAGES[name]) in text
 
 
 def test_render_appends_a_block_for_an_undocumented_stage() -> None:
@@ -111,3 +128,233 @@ def test_registration_checks_the_contract() -> None:
     with pytest.raises(ValueError, match="status column 'status' is not in its schema"):
         register_stage(_stage_class(schema=manifest_schema(column("x", pa.string(), "x"))))
     assert "contract_probe" not in STAGES
+
+
+# ------------------------------------------------------------------------------------- adding a stage
+# Each check returns one message per problem, naming the stage and the place to edit; the tests below
+# run them on the registered stages, and the last test on a throw-away stage registered for the test.
+
+STAGES_DIR = REPO_ROOT / "sc_imagenet" / "stages"
+INIT = "sc_imagenet/stages/__init__.py"
+DIAGRAM_DOCS = ("README.md", "docs/architecture.md")  # each draws the pipeline on one `a ─► b ─► …` line
+SCALE_BENCHMARK = REPO_ROOT / "benchmarks" / "scale.py"
+
+
+def _source(stage: Stage) -> str:
+    module = type(stage).__module__
+    return module.replace(".", "/") + ".py" if module.startswith("sc_imagenet.") else module
+
+
+def module_problems(order: Iterable[str]) -> list[str]:
+    """Every stage's class lives in a module of sc_imagenet/stages/ that STAGE_MODULES imports: that tuple is
+    the pipeline order, and a module it does not import is registered only by accident, if at all."""
+    found = []
+    for name in order:
+        module = type(STAGES[name]).__module__
+        short = module.removeprefix("sc_imagenet.stages.")
+        if short == module or short not in STAGE_MODULES:
+            found.append(f"stage {name!r}: its module {module} is not in STAGE_MODULES ({INIT}); list it there, in "
+                         "pipeline order (after its inputs, before 'report')")
+    return found
+
+
+def _is_register_stage(decorator: ast.expr) -> bool:
+    return (isinstance(decorator, ast.Name) and decorator.id == "register_stage") or (
+        isinstance(decorator, ast.Attribute) and decorator.attr == "register_stage")
+
+
+def _class_stage_name(node: ast.ClassDef) -> str:
+    for item in node.body:
+        if (isinstance(item, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "name" for t in item.targets)
+                and isinstance(item.value, ast.Constant) and isinstance(item.value.value, str)):
+            return item.value.value
+    return node.name
+
+
+def unlisted_stage_files(folder: Path, listed: Iterable[str]) -> list[str]:
+    """Stage classes (`@register_stage`) in a file of `folder` that STAGE_MODULES does not import: such a
+    stage is never registered, so no check on the registry can see it."""
+    found = []
+    listed = set(listed)
+    for path in sorted(folder.glob("*.py")):
+        if path.stem in listed:
+            continue
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if isinstance(node, ast.ClassDef) and any(_is_register_stage(d) for d in node.decorator_list):
+                found.append(f"stage {_class_stage_name(node)!r} ({path.name}) is never registered: add "
+                             f"{path.stem!r} to STAGE_MODULES ({INIT}), in pipeline order")
+    return found
+
+
+def config_problems(order: Iterable[str]) -> list[str]:
+    """Every stage has a section of its own in BuildConfig (`cfg.<stage>`, `--set <stage>.<key>=…`)."""
+    found = []
+    for name in order:
+        field = BuildConfig.model_fields.get(name)
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            found.append(f"stage {name!r} has no config section: add `{name}: <Name>Config = "
+                         "Field(default_factory=<Name>Config)` to BuildConfig in sc_imagenet/config.py (a StrictModel "
+                         "without fields if the stage has no settings)")
+    return found
+
+
+def report_problems(order: list[str]) -> list[str]:
+    """The report reads every stage and runs last: its inputs are every stage registered before it."""
+    report = ReportStage.name
+    return [f"stage {name!r} is not an input of {report!r} (it must run after every stage; its inputs are the "
+            f"stages registered before it): list {name!r}'s module before {report!r} in STAGE_MODULES ({INIT})"
+            for name in order if name != report and name not in STAGES[report].inputs]
+
+
+def readme_problems(order: Iterable[str], text: str) -> list[str]:
+    """manifests/README.md has a generated column table for every stage, and none for a stage that is gone."""
+    order = list(order)
+    found = [f"manifests/README.md has no generated block for stage {name!r}: run `python -m sc_imagenet.stages.docs "
+             "--write`, then describe its rows, statuses and `extra` keys around the table"
+             for name in order if BEGIN.format(name=name) not in text or END.format(name=name) not in text]
+    documented = re.findall(r"<!-- BEGIN GENERATED (\S+):", text)
+    found += [f"manifests/README.md documents stage {name!r}, which is not registered: remove its section"
+              for name in documented if name not in order]
+    return found
+
+
+def attribute_problems(order: Iterable[str]) -> list[str]:
+    """What the registry cannot check at import time: a description (the README's heading line, the report's
+    stage table), and a device for a sharded `gpu` stage (else its Dask shard tasks never ask for a GPU)."""
+    found = []
+    for name in order:
+        stage = STAGES[name]
+        if not stage.description.strip():
+            found.append(f"stage {name!r} has no `description`: set it on {type(stage).__name__} ({_source(stage)})")
+        if isinstance(stage, ShardedStage) and "gpu" in stage.tags and type(stage).device is Stage.device:
+            found.append(f"stage {name!r} is tagged 'gpu' but does not override `device(cfg)` "
+                         f"({type(stage).__name__}, {_source(stage)}): return its configured device")
+    return found
+
+
+def diagram_problems(order: list[str], text: str, where: str) -> list[str]:
+    """Every `first ─► … ─► last` line of a document lists exactly the stages, in pipeline order."""
+    found = []
+    for line in text.splitlines():
+        if not line.startswith(f"{order[0]} ─►"):
+            continue
+        shown = [part.strip() for part in line.split("─►")]
+        found += [f"{where}: the pipeline diagram lacks stage {name!r}: add it in pipeline order"
+                  for name in order if name not in shown]
+        found += [f"{where}: the pipeline diagram names {name!r}, which is not a registered stage"
+                  for name in shown if name not in order]
+        if not found and shown != order:
+            found.append(f"{where}: the pipeline diagram's order differs from pipeline_order(): {' ─► '.join(order)}")
+    return found
+
+
+def literal_list(path: Path, variable: str) -> list[str] | None:
+    """The value of a module-level `variable = [<strings>]` in `path`; None if it is not such a literal."""
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == variable for t in node.targets)
+                and isinstance(node.value, ast.List | ast.Tuple)
+                and all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.value.elts)):
+            return [e.value for e in node.value.elts]  # type: ignore[attr-defined]
+    return None
+
+
+def scale_pipeline_problems(order: list[str], pipeline: list[str] | None) -> list[str]:
+    """benchmarks/scale.py times the whole pipeline; a hand-written PIPELINE there must name every stage."""
+    if pipeline is None:  # derived (e.g. from pipeline_order()): nothing to keep in step
+        return []
+    return [f"benchmarks/scale.py: PIPELINE lacks stage {name!r}: add it in pipeline order (or derive PIPELINE "
+            "from pipeline_order())" for name in order if name not in pipeline]
+
+
+@contextmanager
+def registered(cls: type[Stage]) -> Iterator[Stage]:
+    """`cls` in the stage registry for the duration of the block (then removed, whatever happens)."""
+    register_stage(cls)
+    try:
+        yield STAGES[cls.name]
+    finally:
+        STAGES.unregister(cls.name)
+
+
+def _assert_none(problems: list[str]) -> None:
+    assert not problems, "\n".join(problems)
+
+
+def test_every_stage_module_is_in_the_pipeline_order() -> None:
+    _assert_none(module_problems(pipeline_order()) + unlisted_stage_files(STAGES_DIR, STAGE_MODULES))
+    assert pipeline_order()[-1] == ReportStage.name
+
+
+def test_every_stage_has_a_config_section() -> None:
+    _assert_none(config_problems(pipeline_order()))
+
+
+def test_the_report_reads_every_stage() -> None:
+    _assert_none(report_problems(pipeline_order()))
+
+
+def test_manifests_readme_documents_every_stage() -> None:
+    _assert_none(readme_problems(pipeline_order(), README.read_text()))
+
+
+def test_every_stage_describes_itself() -> None:
+    _assert_none(attribute_problems(pipeline_order()))
+
+
+@pytest.mark.parametrize("doc", DIAGRAM_DOCS)
+def test_pipeline_diagrams_show_every_stage(doc: str) -> None:
+    _assert_none(diagram_problems(pipeline_order(), (REPO_ROOT / doc).read_text(), doc))
+
+
+def test_the_scale_benchmark_times_every_stage() -> None:
+    _assert_none(scale_pipeline_problems(pipeline_order(), literal_list(SCALE_BENCHMARK, "PIPELINE")))
+
+
+def test_the_report_page_names_registered_stages() -> None:
+    named = {s for needs in SECTION_NEEDS.values() for s in needs} | {stage for _, _, stage in FUNNEL}
+    unknown = sorted(named - set(STAGES))
+    assert not unknown, f"sc_imagenet/report/model.py (SECTION_NEEDS, FUNNEL) names unregistered stage(s) {unknown}"
+
+
+def test_the_checks_name_a_new_stage_left_out_of_every_place(tmp_path: Path) -> None:
+    """A stage registered from outside sc_imagenet/stages/, with no config section, after the report, without
+    a README block, a description or a device, and absent from the diagrams and the benchmark: every check
+    names it, and only it."""
+    probe = _stage_class(name="new_stage", schema=manifest_schema(column("x", pa.string(), "x")), status_column="",
+                         tags=("gpu",))
+    probe = type("NewStage", (ShardedStage, probe), {"shard_work": None, "finalize": None})
+    with registered(probe):
+        order = pipeline_order()
+        assert order[-1] == "new_stage"
+        checks = {
+            "module": module_problems(order),
+            "config": config_problems(order),
+            "report": report_problems(order),
+            "readme": readme_problems(order, README.read_text()),
+            "attributes": attribute_problems(order),
+            "diagram": diagram_problems(order, " ─► ".join(order[:-1]), "doc.md"),
+            "scale": scale_pipeline_problems(order, order[:-1]),
+        }
+    assert "new_stage" not in STAGES
+    for place, problems in checks.items():
+        assert problems and all("'new_stage'" in p for p in problems), (place, problems)
+    assert len(checks["attributes"]) == 2  # no description; tagged gpu without a device
+    assert "STAGE_MODULES" in checks["module"][0] and "sc_imagenet/config.py" in checks["config"][0]
+    assert "before 'report'" in checks["report"][0] and "--write" in checks["readme"][0]
+
+    # a stage file that STAGE_MODULES does not import is found in the folder
+    (tmp_path / "new_stage.py").write_text('@register_stage\nclass NewStage(Stage):\n    name = "new_stage"\n')
+    (tmp_path / "helper.py").write_text("class Helper:\n    pass\n")
+    (problem,) = unlisted_stage_files(tmp_path, STAGE_MODULES)
+    assert problem.startswith("stage 'new_stage' (new_stage.py) is never registered: add 'new_stage' to STAGE_MODULES")
+
+    # the reverse direction: a block or diagram entry for a stage that is gone, a diagram out of order
+    gone = f"{BEGIN.format(name='old_stage')}\nx\n{END.format(name='old_stage')}"
+    assert readme_problems([], gone) == ["manifests/README.md documents stage 'old_stage', which is not registered: "
+                                         "remove its section"]
+    assert diagram_problems(["a", "b"], "a ─► old ─► b", "d") == [
+        "d: the pipeline diagram names 'old', which is not a registered stage"]
+    assert diagram_problems(["a", "b", "c"], "a ─► c ─► b", "d") == [
+        "d: the pipeline diagram's order differs from pipeline_order(): a ─► b ─► c"]
+    assert scale_pipeline_problems(["a"], None) == []

@@ -79,8 +79,9 @@ class ReportStage(Stage):
     schema = SCHEMA
     partitioned = False
     status_column = "kind"
-    inputs = ("categories", "index", "detect", "single_instance", "train", "label", "consistency", "select", "pairs",
-              "export")
+    # every stage registered before it: the report reads them all and must run after them, and
+    # stages/__init__.py imports this module last (tests/test_stage_contract.py checks both)
+    inputs = tuple(pipeline_order())
     description = "the build report: one HTML page (funnel, stages, pair galleries, plots)"
 
     def fingerprint_payload(self, cfg: BuildConfig, data_root: Path) -> dict[str, Any]:
