@@ -89,15 +89,13 @@ class Setup:
     provider and the object sizes, exactly as `label` and `consistency` read them."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from tqdm.auto import tqdm
-
         from sc_imagenet.build import resolve_data_root
         from sc_imagenet.config import read_resolved_config
         from sc_imagenet.io.manifest import category_shards
-        from sc_imagenet.stages.base import StageContext
+        from sc_imagenet.stages.base import StageContext, run_scoped
         from sc_imagenet.stages.consistency import KEPT_COLUMNS as BOX_COLUMNS
         from sc_imagenet.stages.consistency import object_sizes
-        from sc_imagenet.stages.label import KEPT_COLUMNS, LabelWork
+        from sc_imagenet.stages.label import KEPT_COLUMNS, LabelStage, LabelWork
         from sc_imagenet.stages.single_instance import read_kept_images
 
         build = args.build.resolve()
@@ -113,13 +111,17 @@ class Setup:
             raise SystemExit(f"category {self.wnid}: {len(self.members)} kept images, a loop needs 3")
         self.ids = [r["image_id"] for r in self.members]
         self.sizes = object_sizes(read_kept_images(si, BOX_COLUMNS, [self.wnid]))
-        self.tmp = tempfile.TemporaryDirectory()  # the context's stage folder: never written to
+        self.tmp = tempfile.TemporaryDirectory()  # the context's stage and artifact folders: never written to
         tmp = Path(self.tmp.name)
-        ctx = StageContext(cfg=self.cfg, out_dir=tmp, data_root=resolve_data_root(self.cfg, build),
-                           stage_dir=tmp / "label", fingerprint="benchmark",
+        # out_dir is the build itself: stage records name their files relative to it (the train checkpoint);
+        # the stage and artifact folders point into the throw-away folder, so nothing is written into the build
+        ctx = StageContext(cfg=self.cfg, out_dir=build, data_root=resolve_data_root(self.cfg, build),
+                           stage_dir=tmp / "label", artifact_dir=tmp / "artifacts", fingerprint="benchmark",
                            inputs={"single_instance": si, "train": build / "manifests" / "train"},
                            progress=False, log=lambda msg: print(msg, file=sys.stderr))
-        self.work = LabelWork(ctx, tqdm(disable=True), total=len(self.ids) * (len(self.ids) - 1))
+        # as `label`'s sequential run hands it to each category: the stage's own loader, loaded on first need;
+        # no progress bar to advance
+        self.work = LabelWork(ctx, run_scoped(lambda: LabelStage().load_shared(ctx)), lambda n: None)
         self.provider = self.work.provider(self.wnid)
         self.gen = self.work.generator()  # loaded (and timed by LabelWork) outside every measurement
         self.counter = Counter(self.gen)

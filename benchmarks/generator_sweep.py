@@ -100,6 +100,13 @@ def paired_vs(row: dict[str, Any], ref: dict[str, Any], seed: int) -> dict[str, 
                                                             seed=seed)) for a in ("0.05", "0.1")}
 
 
+def brief(row: dict[str, Any]) -> dict[str, Any]:
+    """A result row for the console: floats rounded; intervals and the per-pair counts (kept in `--json` for
+    `paired_vs`) left out."""
+    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()
+            if "ci95" not in k and not k.startswith(("hits@", "counts"))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--build", type=Path, required=True, help="a synthetic build with `single_instance` done")
@@ -126,7 +133,7 @@ def main() -> None:
         if f"baseline:{name}" not in results:
             results[f"baseline:{name}"] = score(METHODS[name](ctx), pairs, eval_root, cfg.seed)
             args.json.write_text(json.dumps(results, indent=1))
-            print(name, {k: round(v, 3) for k, v in results[f"baseline:{name}"].items() if "ci95" not in k})
+            print(name, brief(results[f"baseline:{name}"]), flush=True)
     extra = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     data = train_data_from_manifest(args.build / "manifests" / "single_instance", data_root, cfg.train.foreground)
     oracle = TruthOracle(data_root)
@@ -150,8 +157,7 @@ def main() -> None:
             row.update(paired_vs(row, results["default"], cfg.seed))
         results[name] = row
         args.json.write_text(json.dumps(results, indent=1))
-        print(name, {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()
-                     if "ci95" not in k and not k.startswith(("hits@", "counts"))}, flush=True)
+        print(name, brief(row), flush=True)
 
 
 if __name__ == "__main__":

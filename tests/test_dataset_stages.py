@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from conftest import kill_after_first_shard
 from test_label import build_profile, build_project
 
@@ -24,6 +25,20 @@ DATASET = {"label": {"group_size": 5, "candidates": 12, "nms_cells": 0},
            "select": {"fraction": 0.5, "keypoints": 2, "pairs_per_image": 2, "point_threshold": 0.5,
                       "val_fraction": 0.3}}
 STAGES = ["label", "consistency", "select", "pairs", "export"]
+
+
+def build_with_dataset_settings(tmp: Path, stages: list[str]) -> tuple[Path, Path]:
+    """`build_project`'s profile with the `DATASET` settings merged in (so a command line can rebuild it with
+    `--config` alone), built through `stages`; returns (profile, output folder)."""
+    profile = build_profile(tmp)
+    doc = yaml.safe_load(profile.read_text())
+    for section, values in DATASET.items():
+        doc[section] = {**doc.get(section, {}), **values}
+    profile.write_text(yaml.safe_dump(doc))
+    out = tmp / "out"
+    run_build_locally(plan_build(load_config(str(profile)), "tiny", out, stages=stages), log=lambda m: None,
+                      progress=False)
+    return profile, out
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from test_dataset_stages import DATASET
-from test_label import build_profile
+from test_dataset_stages import build_with_dataset_settings
 
 from sc_imagenet.build import DamagedInputError, plan_build, run_build_locally, stage_states
 from sc_imagenet.cli import main
@@ -37,15 +36,7 @@ BUILT = [s for s in pipeline_order() if s != "report"]
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    tmp = tmp_path_factory.mktemp("integrity")
-    profile = build_profile(tmp)
-    doc = yaml.safe_load(profile.read_text())
-    for section, values in DATASET.items():
-        doc[section] = {**doc.get(section, {}), **values}
-    profile.write_text(yaml.safe_dump(doc))
-    out = tmp / "out"
-    run_build_locally(plan_build(load_config(str(profile)), "tiny", out, stages=BUILT), log=lambda m: None,
-                      progress=False)
+    profile, out = build_with_dataset_settings(tmp_path_factory.mktemp("integrity"), BUILT)
     hashes = {name: read_stage_record(out / "manifests" / name).content_hash for name in BUILT}
     return {"profile": str(profile), "out": out, "hashes": hashes}
 
