@@ -21,6 +21,7 @@ from sc_imagenet.config import load_config
 from sc_imagenet.io.manifest import read_manifest, read_stage_record
 from sc_imagenet.report import CategoryGallery, ReportData, StageView, write_report
 from sc_imagenet.report.draw import draw_pair, offset_colour
+from sc_imagenet.stages import downstream_of
 from sc_imagenet.stages.report import funnel_counts, gather_report
 
 EMPTY = "n00000099"  # a category folder with no image: kept, indexed (0 rows), no pairs
@@ -147,8 +148,7 @@ def test_empty_category_is_counted_and_named(report_build: dict) -> None:
 
 def test_partial_build_sections_say_not_built(report_build: dict, tmp_path: Path, capsys) -> None:
     out = tmp_path / "partial"
-    shutil.copytree(report_build["out"], out, ignore=shutil.ignore_patterns(
-        "label", "consistency", "select", "pairs", "export", "report"))
+    shutil.copytree(report_build["out"], out, ignore=shutil.ignore_patterns(*downstream_of("label")))
     assert main(["report", "--out", str(out)]) == 0
     capsys.readouterr()
     page = out / "artifacts" / "report" / "index.html"
@@ -202,6 +202,25 @@ def test_category_without_pairs_is_said(tmp_path: Path) -> None:
     html = (tmp_path / "r" / "index.html").read_text()
     assert "No pseudo-labelled pairs in this category." in html and "<code>n2</code>: too_few_images" in html
     assert [f.kind for f in files] == ["page"]
+
+
+def test_values_from_the_build_are_escaped(tmp_path: Path) -> None:
+    """Names, notes, paths and the config come from the build: the page shows them as text, never as markup."""
+    nasty = "<script>alert(1)</script> & more"
+    out = tmp_path / "a & <b>"
+    data = ReportData(out_dir=out, stages=[StageView(s, "complete", nasty, out / s) for s in
+                                           ("single_instance", "label", "consistency")],
+                      funnel={}, per_category=pd.DataFrame({"wnid": ["n1"], "name": [nasty], "keep": [True],
+                                                            "reason": [""]}),
+                      galleries=[CategoryGallery('n1" onclick="x', nasty, 0, [])], no_pairs=[("n2", nasty)],
+                      config_text=f"name: {nasty}\n", problems=[nasty])
+    write_report(data, tmp_path / "r")
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert "<script" not in html and 'onclick="' not in html and "a & <b>" not in html
+    # 3 stage descriptions, the per-category table, the gallery, the list without pairs, the config, the problems
+    assert html.count("&lt;script&gt;alert(1)&lt;/script&gt; &amp; more") == 8
+    assert "<title>SC-ImageNet build report: a &amp; &lt;b&gt;</title>" in html
+    assert "<pre>name: &lt;script&gt;" in html
 
 
 def test_pair_drawing_puts_points_where_they_are() -> None:
