@@ -23,11 +23,11 @@ from prefect.cache_policies import NO_CACHE
 from sc_imagenet.build import BuildPlan, MapShards, ensure_data, execute_stage, plan_build, stage_states
 from sc_imagenet.config import load_config, write_resolved_config
 from sc_imagenet.io.locks import BuildLock
-from sc_imagenet.io.manifest import read_stage_record
 from sc_imagenet.orchestration.scale_out import DEFAULT_DASK_WORKERS, RunnerOptions, shard_mapper
 from sc_imagenet.paths import default_builds_dir
 from sc_imagenet.reporting import build_summary_rows, markdown_table, quality_lines
 from sc_imagenet.stages import STAGES
+from sc_imagenet.stages.report import ReportFigures
 
 FLOW_NAME = "build-sc-imagenet"
 
@@ -136,8 +136,8 @@ def publish_report_link(plan: BuildPlan) -> str | None:
     """A markdown artifact linking the `report` stage's page (a file:// link: the page opens from disk)."""
     if "report" not in plan.stages:
         return None
-    record = read_stage_record(plan.stage_dir("report"))
-    page = record.path("page", plan.out_dir) if record is not None else None
+    figures = ReportFigures.shown(plan.stage_dir("report"))
+    page = figures.page_path(plan.out_dir) if figures is not None else None
     if page is None:
         return None
     uri = page.as_uri()

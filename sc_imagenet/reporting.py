@@ -29,34 +29,39 @@ def state_cell(state: dict[str, Any]) -> str:
         f"partial ({state['shards_done']} shards)"
 
 
-_PCK_LABELS = (("", "generator"), ("mnn_", "MNN baseline"), ("nn_", "NN, same transfer"))
+_PCK_LABELS = {"generator": "generator", "mnn": "MNN baseline", "nn": "NN, same transfer"}
 
 
 def quality_lines(out_dir: Path, states: list[dict[str, Any]] | None = None) -> list[str]:
     """One line per finished stage that measured PCK on held-out synthetic pairs (`train` today), e.g.
     `train: PCK@0.05/0.1 generator 0.278/0.519 · MNN baseline 0.269/0.485 · … (100 held-out pairs)`."""
-    from sc_imagenet.io.manifest import read_stage_record
+    from sc_imagenet.stages.export import ExportFigures
+    from sc_imagenet.stages.report import ReportFigures
+    from sc_imagenet.stages.select import SelectFigures
+    from sc_imagenet.stages.train import TrainFigures
 
     lines = []
     for s in states if states is not None else stage_states(out_dir):
-        record = read_stage_record(Path(s["path"])) if s["state"] == "complete" else None
-        extra = record.extra if record is not None else {}
-        parts = [f"{label} {extra[f'{p}pck@0.05']:.3f}/{extra[f'{p}pck@0.1']:.3f}" for p, label in _PCK_LABELS
-                 if f"{p}pck@0.05" in extra and f"{p}pck@0.1" in extra]
-        if parts:
-            n = int(extra.get("eval_pairs", 0))
-            lines.append(f"{s['stage']}: PCK@0.05/0.1 " + " · ".join(parts) + f" ({n} held-out synthetic pairs)")
-        if s["stage"] == "select" and "images_selected" in extra:
-            lines.append(f"select: {extra['images_selected']} of {extra['images']} images, {extra['pairs']} pairs "
-                         f"({extra.get('pairs_by_split', {})}), {extra['keypoints_per_pair']} keypoints each")
-            if "quality" in extra:
+        if s["state"] != "complete":
+            continue
+        path = Path(s["path"])  # figures an older version wrote that do not fit are not shown (`shown`)
+        if s["stage"] == "train" and (train := TrainFigures.shown(path)) is not None:
+            pck = train.pck()
+            parts = [f"{label} {pck[k][0]:.3f}/{pck[k][1]:.3f}" for k, label in _PCK_LABELS.items() if k in pck]
+            if parts:
+                n = int(train.eval_pairs or 0)
+                lines.append(f"{s['stage']}: PCK@0.05/0.1 " + " · ".join(parts) + f" ({n} held-out synthetic pairs)")
+        if s["stage"] == "select" and (select := SelectFigures.shown(path)) is not None:
+            lines.append(f"select: {select.images_selected} of {select.images} images, {select.pairs} pairs "
+                         f"({select.pairs_by_split}), {select.keypoints_per_pair} keypoints each")
+            if select.quality is not None:
                 from sc_imagenet.dataset.quality import quality_line
 
-                lines.append("select: " + quality_line(extra["quality"]))
-        if s["stage"] == "export" and "release" in extra:
-            lines.append(f"export: SC-ImageNet release at {record.path('release', out_dir)}")
-        if s["stage"] == "report" and "page" in extra:
-            lines.append(f"report: {record.path('page', out_dir)}")
+                lines.append("select: " + quality_line(select.quality))
+        if s["stage"] == "export" and (export := ExportFigures.shown(path)) is not None:
+            lines.append(f"export: SC-ImageNet release at {export.release_path(out_dir)}")
+        if s["stage"] == "report" and (report := ReportFigures.shown(path)) is not None:
+            lines.append(f"report: {report.page_path(out_dir)}")
     return lines
 
 

@@ -22,6 +22,7 @@ from sc_imagenet.io.manifest import list_shards, read_manifest, read_stage_recor
 from sc_imagenet.orchestration.local import LocalPrefect, free_port
 from sc_imagenet.paths import REPO_ROOT
 from sc_imagenet.stages import pipeline_order
+from sc_imagenet.stages.train import TrainFigures
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -71,6 +72,7 @@ def test_demo_deployment_then_rerun_skips(prefect: LocalPrefect, tmp_path: Path)
     assert (out / "data" / "_groundtruth" / "meta.json").exists()
     train = read_stage_record(out / "manifests" / "train")
     assert train.path("checkpoint", out).is_file() and 0 <= train.extra["pck@0.1"] <= 1
+    assert set(TrainFigures.of(train).pck()) == {"generator", "mnn", "nn"}  # the aliases name what train wrote
     assert train.path("checkpoint", out).parent == out / "artifacts" / "train"  # beside, not in, the manifest
     for stage in status:  # every manifest folder reads as one table (artifacts live elsewhere)
         assert len(pd.read_parquet(out / "manifests" / stage)) == status[stage]["rows"]

@@ -4,6 +4,7 @@ an empty build folder, a category without pairs, and the domain pieces (funnel c
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -12,17 +13,27 @@ import numpy as np
 import pandas as pd
 import pytest
 from browser import NoBrowser, open_page
+from pydantic import ValidationError
 from test_dataset_stages import DATASET
 from test_label import build_profile
 
 from sc_imagenet.build import plan_build, run_build_locally, stage_states
 from sc_imagenet.cli import main
 from sc_imagenet.config import load_config
-from sc_imagenet.io.manifest import read_manifest, read_stage_record
+from sc_imagenet.io.manifest import STAGE_RECORD, StageRecord, read_manifest, read_stage_record
 from sc_imagenet.report import CategoryGallery, ReportData, StageView, write_report
 from sc_imagenet.report.draw import draw_pair, offset_colour
+from sc_imagenet.report.page import train_caption
+from sc_imagenet.reporting import quality_lines
 from sc_imagenet.stages import downstream_of
-from sc_imagenet.stages.report import funnel_counts, gather_report
+from sc_imagenet.stages.base import StageFigures
+from sc_imagenet.stages.consistency import ConsistencyFigures
+from sc_imagenet.stages.detect import DetectFigures
+from sc_imagenet.stages.export import ExportFigures
+from sc_imagenet.stages.report import ReportFigures, funnel_counts, gather_report
+from sc_imagenet.stages.select import SelectFigures
+from sc_imagenet.stages.single_instance import SingleInstanceFigures
+from sc_imagenet.stages.train import TrainFigures
 
 EMPTY = "n00000099"  # a category folder with no image: kept, indexed (0 rows), no pairs
 
@@ -247,3 +258,86 @@ def test_unreadable_manifest_is_reported_not_fatal(report_build: dict, tmp_path:
     funnel = dict(re.findall(r'data-funnel="([a-z_]+)" data-value="(\d*)"', html))
     assert funnel["pairs_exported"] == "" and funnel["pairs_selected"] != ""
     assert "could not be read" in capsys.readouterr().out
+
+
+# `_stage.json` `extra` of every stage whose figures another module reads, and the model that declares them
+FIGURES: dict[str, type[StageFigures]] = {
+    "detect": DetectFigures, "single_instance": SingleInstanceFigures, "train": TrainFigures,
+    "consistency": ConsistencyFigures, "select": SelectFigures, "export": ExportFigures, "report": ReportFigures}
+
+
+@pytest.mark.parametrize("stage", sorted(FIGURES))
+def test_each_record_fits_its_stage_figures(report_build: dict, stage: str) -> None:
+    """A record written by a real build validates against its stage's model, and reads back with the same keys
+    (aliases such as `pck@0.1` included): the model and the JSON name the figures alike."""
+    record = read_stage_record(report_build["out"] / "manifests" / stage)
+    figures = FIGURES[stage].of(record)
+    assert figures is not None and FIGURES[stage].check(record.extra) is record.extra
+    assert set(figures.dump()) == set(record.extra)
+    declared = {f.alias or name for name, f in FIGURES[stage].model_fields.items() if f.is_required()}
+    assert declared <= set(record.extra), declared - set(record.extra)
+
+
+def test_readers_find_every_figure_they_use(report_build: dict) -> None:
+    """The figures other modules read, read as they read them, from the real build's records."""
+    out, cfg = report_build["out"], report_build["cfg"]
+    manifests = out / "manifests"
+    train = TrainFigures.read(manifests / "train")
+    assert train.checkpoint_path(out) == out / "artifacts" / "train" / "generator.pt"  # `label` loads it
+    assert train.pck() == {} and train.steps > 0  # `eval_pairs: 0` here; tests/test_e2e.py reads measured PCK
+    assert DetectFigures.read(manifests / "detect").class_names  # `single_instance` checks its classes
+    assert SingleInstanceFigures.read(manifests / "single_instance").threshold == cfg.single_instance.threshold
+    assert ConsistencyFigures.read(manifests / "consistency").threshold == cfg.consistency.threshold
+    select = SelectFigures.read(manifests / "select")
+    assert select.quality and select.images_selected <= select.images and select.rank_by == cfg.select.rank_by
+    assert ExportFigures.read(manifests / "export").release_path(out).is_dir()
+    report = ReportFigures.read(manifests / "report")
+    assert report.page_path(out).is_file() and report.bytes > 0
+    lines = quality_lines(out)
+    for start in ("select: ", "export: SC-ImageNet release at", "report: "):
+        assert any(line.startswith(start) for line in lines), (start, lines)
+    data = gather_report(out, cfg, report_build["data"], log=lambda m: None)
+    assert data.train_scores.pck == train.pck() and data.release == out / ExportFigures.read(
+        manifests / "export").release and not data.problems
+    assert train_caption(data.train_scores) == f"{train.steps} steps."
+
+
+def test_figures_missing_or_mistyped_fail_where_written() -> None:
+    """A stage that stops writing a declared figure, or writes it under another name, fails in `check`
+    (when it runs), not in whichever later stage or page reads it."""
+    good = {"kept": 3, "kept_fraction": 0.5, "threshold": 0.6}
+    assert SingleInstanceFigures.check(good) is good
+    with pytest.raises(ValidationError, match="threshold"):
+        SingleInstanceFigures.check({"kept": 3, "kept_fraction": 0.5, "min_conf": 0.6})
+    with pytest.raises(ValidationError, match="kept"):
+        SingleInstanceFigures.check({**good, "kept": "three"})
+    assert SingleInstanceFigures.of(None) is None
+    figures = SingleInstanceFigures.of(StageRecord("single_instance", "f", 1, 0, {}, 0, 0.0, 0.0, 0.0,
+                                                   extra={**good, "shards_skipped": 2, "other": [1]}))
+    assert figures.shards_skipped == 2 and figures.dump() == {**good, "shards_skipped": 2, "other": [1]}
+
+
+def test_unreadable_figures_are_a_problem_on_the_page(report_build: dict, tmp_path: Path) -> None:
+    """A record whose figures do not fit the model (another version's) is named on the page, not fatal."""
+    out = tmp_path / "out"
+    shutil.copytree(report_build["out"], out, symlinks=True)
+    path = out / "manifests" / "consistency" / STAGE_RECORD
+    doc = json.loads(path.read_text())
+    doc["extra"]["threshold"] = "strict"
+    path.write_text(json.dumps(doc))
+    data = gather_report(out, report_build["cfg"], report_build["data"], log=lambda m: None)
+    assert data.threshold == report_build["cfg"].consistency.threshold
+    assert any("consistency record's figures" in p for p in data.problems), data.problems
+
+
+def test_status_lines_skip_figures_an_older_version_wrote(report_build: dict, tmp_path: Path) -> None:
+    """`status` and the build summary only show figures: a record lacking a declared one is left out, not fatal."""
+    out = tmp_path / "out"
+    shutil.copytree(report_build["out"], out, symlinks=True)
+    path = out / "manifests" / "select" / STAGE_RECORD
+    doc = json.loads(path.read_text())
+    del doc["extra"]["pairs_unordered"]
+    path.write_text(json.dumps(doc))
+    lines = quality_lines(out)
+    assert not any(line.startswith("select:") for line in lines)
+    assert any(line.startswith("export:") for line in lines)

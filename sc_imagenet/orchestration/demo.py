@@ -36,15 +36,16 @@ def run_demo_deployment(out: str | None = None, prefect_home: Path | None = None
     print_status(out_dir)
     print(f"\nsynthetic data + ground truth: {out_dir / 'data'}")
     print(f"manifests: {out_dir / 'manifests'}   (pandas.read_parquet('{out_dir / 'manifests' / 'select'}'))")
-    from sc_imagenet.io.manifest import read_stage_record
+    from sc_imagenet.stages.export import ExportFigures
+    from sc_imagenet.stages.report import ReportFigures
 
-    export = read_stage_record(out_dir / "manifests" / "export")
-    if export is not None and "release" in export.extra:
-        print(f"SC-ImageNet release: {export.path('release', out_dir)}")
-    report = read_stage_record(out_dir / "manifests" / "report")
-    if report is not None and "page" in report.extra:
-        page = report.path("page", out_dir)
-        print(f"build report: {page} ({report.extra.get('bytes', 0) / 1e6:.2f} MB; open {page.as_uri()})")
+    export = ExportFigures.shown(out_dir / "manifests" / "export")
+    if export is not None:
+        print(f"SC-ImageNet release: {export.release_path(out_dir)}")
+    report = ReportFigures.shown(out_dir / "manifests" / "report")
+    page = report.page_path(out_dir) if report is not None else None
+    if report is not None and page is not None:
+        print(f"build report: {page} ({report.bytes / 1e6:.2f} MB; open {page.as_uri()})")
     print(f"check it: .venv/bin/sc-imagenet status --out {out_dir} --json")
     print(f"make demo wall time: {wall:.0f}s")
     return 0

@@ -16,10 +16,11 @@ from sc_imagenet.report.model import (
     PairView,
     ReportData,
     StageView,
+    TrainScores,
     TruthData,
 )
 from sc_imagenet.report.write import ASSETS, PAGE, ReportFile, write_report
 
 __all__ = ["ASSETS", "FUNNEL", "FUNNEL_KEYS", "PAGE", "SECTION_NEEDS", "USABLE_STATES", "CategoryGallery",
-           "Detection", "DroppedView", "PairView", "ReportData", "ReportFile", "StageView", "TruthData",
+           "Detection", "DroppedView", "PairView", "ReportData", "ReportFile", "StageView", "TrainScores", "TruthData",
            "write_report"]

@@ -118,6 +118,16 @@ class TruthData:
 
 
 @dataclass
+class TrainScores:
+    """The `train` figures the page quotes, taken from `stages.train.TrainFigures` by the report stage (this
+    package sits below the stages and cannot import them)."""
+
+    steps: int | None = None
+    eval_pairs: float | None = None
+    pck: dict[str, tuple[float, float]] = field(default_factory=dict)  # generator / mnn / nn → PCK@0.05, @0.1
+
+
+@dataclass
 class ReportData:
     out_dir: Path
     stages: list[StageView]
@@ -135,7 +145,7 @@ class ReportData:
     quality: dict[str, Any] | None = None  # `select`'s extra.quality (synthetic data)
     truth: TruthData | None = None
     train_log: pd.DataFrame | None = None
-    train_extra: dict[str, Any] = field(default_factory=dict)
+    train_scores: TrainScores = field(default_factory=TrainScores)
     release: Path | None = None
     config_path: Path | None = None
     config_text: str | None = None

@@ -24,7 +24,7 @@ import jinja2
 import numpy as np
 
 from sc_imagenet.report.draw import legend_stops
-from sc_imagenet.report.model import FUNNEL, ReportData
+from sc_imagenet.report.model import FUNNEL, ReportData, TrainScores
 from sc_imagenet.report.plots import QUALITY_ROWS
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -364,7 +364,7 @@ def plots_view(data: ReportData, assets: Mapping[str, Mapping[str, object]]) -> 
     return Plots(
         scores=_plot(data, assets, "scores", "Score distribution", "score histogram", data.selection_note),
         training=_plot(data, assets, "training", "Training curves", "training losses",
-                       train_caption(data.train_extra), "The train manifest has no logged step."),
+                       train_caption(data.train_scores), "The train manifest has no logged step."),
         quality=quality, truth=truth)
 
 
@@ -380,17 +380,16 @@ def quality_caption(q: Mapping[str, object]) -> str:
     return "Strict PCK@0.1: " + " · ".join(bits) if bits else ""
 
 
-def train_caption(extra: Mapping[str, object]) -> str:
-    parts = []
-    for prefix, label in (("", "generator"), ("mnn_", "MNN baseline"), ("nn_", "NN, same read-out")):
-        a, b = extra.get(f"{prefix}pck@0.05"), extra.get(f"{prefix}pck@0.1")
-        if isinstance(a, int | float) and isinstance(b, int | float):
-            parts.append(f"{label} {a:.3f}/{b:.3f}")
+PCK_LABELS = {"generator": "generator", "mnn": "MNN baseline", "nn": "NN, same read-out"}
+
+
+def train_caption(scores: TrainScores) -> str:
+    parts = [f"{label} {scores.pck[k][0]:.3f}/{scores.pck[k][1]:.3f}" for k, label in PCK_LABELS.items()
+             if k in scores.pck]
     if parts:
-        n = extra.get("eval_pairs")
-        n = f"{int(n)}" if isinstance(n, int | float) else "?"
+        n = f"{int(scores.eval_pairs)}" if scores.eval_pairs is not None else "?"
         return f"Held-out PCK@0.05/0.1 ({n} synthetic pairs): " + " · ".join(parts)
-    return f"{extra.get('steps', '?')} steps."
+    return f"{scores.steps if scores.steps is not None else '?'} steps."
 
 
 def outputs_view(data: ReportData, dest: Path) -> Outputs:

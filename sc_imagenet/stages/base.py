@@ -16,13 +16,22 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
 from tqdm.auto import tqdm
 
 from sc_imagenet.config import BuildConfig
-from sc_imagenet.io.manifest import category_shards, read_shard, read_stage_record, shard_is_current, shard_path
+from sc_imagenet.io.integrity import in_build
+from sc_imagenet.io.manifest import (
+    StageRecord,
+    category_shards,
+    read_shard,
+    read_stage_record,
+    shard_is_current,
+    shard_path,
+)
 from sc_imagenet.registry import Registry
 from sc_imagenet.stages.schema import PARTITION_COLUMN, select_columns
 
@@ -102,6 +111,53 @@ class StageOutput:
     extra: dict[str, Any] = field(default_factory=dict)
     summary: list[dict[str, Any]] = field(default_factory=list)
     artifacts: list[Path] = field(default_factory=list)
+
+
+class StageFigures(BaseModel):
+    """The typed contract of a stage record's `extra`: each stage declares its figures as a subclass (keys that are
+    not identifiers, such as `pck@0.1`, by alias), its `run` validates what it writes through it, and every other
+    module reads the figures as attributes of that model. A renamed or dropped key then fails where the stage runs
+    (or a reader is tested), not at the end of a build. Undeclared keys are kept (`extra="allow"`): the build adds
+    its own (`shards_skipped`, `shard_workers`), and figures nobody reads need not be listed."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+    shards_skipped: int | None = None  # added by the build to every record, not by the stage
+
+    @classmethod
+    def check(cls, extra: dict[str, Any]) -> dict[str, Any]:
+        """`extra` itself, once it validates: the record's JSON stays exactly what the stage built (validation
+        would turn 1.0 into 1 for an int field), while a missing or mistyped declared figure raises here."""
+        cls.model_validate(extra)
+        return extra
+
+    @classmethod
+    def of(cls, record: StageRecord | None) -> Self | None:
+        """The record's figures; None without a record. Raises `ValueError` (pydantic's `ValidationError`) when
+        the record lacks a declared figure or holds one of another type (a record of an incompatible version)."""
+        return cls.model_validate(record.extra) if record is not None else None
+
+    @classmethod
+    def read(cls, stage_dir: Path) -> Self | None:
+        return cls.of(read_stage_record(stage_dir))
+
+    @classmethod
+    def shown(cls, stage_dir: Path) -> Self | None:
+        """For lines that only show figures (`status`, the demo's summary, the flow's report link): None also
+        when the record's figures do not fit (a build made by an older version), so showing never fails."""
+        try:
+            return cls.read(stage_dir)
+        except ValueError:
+            return None
+
+    def dump(self) -> dict[str, Any]:
+        """As stored in `_stage.json`: by alias, without the declared figures the record did not hold."""
+        return self.model_dump(by_alias=True, exclude_unset=True)
+
+    @staticmethod
+    def build_path(value: str | None, out_dir: Path) -> Path | None:
+        """A file a figure names (stored relative to the build folder), found wherever the build now is."""
+        return in_build(value, out_dir) if value else None
 
 
 class Stage(ABC):

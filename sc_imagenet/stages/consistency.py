@@ -31,6 +31,7 @@ from sc_imagenet.stages.base import (
     ShardResult,
     Shared,
     StageContext,
+    StageFigures,
     StageOutput,
     merge_counts,
     register_stage,
@@ -69,6 +70,20 @@ SCHEMA = manifest_schema(
            "offset ≤ threshold", "[0, 1]"),
     column("image_match_score", pa.float32(), "source image: mean candidate confidence over its edges"),
 )
+
+
+class ConsistencyFigures(StageFigures):
+    """`consistency`'s record: the report states offsets against the `threshold` that was used."""
+
+    images: int
+    edges: int
+    loops_run: int
+    mean_loops_per_image: float | None
+    min_loops_per_image: int | None
+    images_with_fewer_loops: int
+    loops_requested: int
+    threshold: float
+    ms_per_image: float | None
 
 
 @register_stage
@@ -136,7 +151,7 @@ class ConsistencyStage(ShardedStage):
             "ms_per_image": round(1000 * seconds / done, 3) if done else None,
         }
         return StageOutput(sum(by_status.values()), by_status, [ctx.shard(r.wnid) for r in results],
-                           len(results) - len(fresh), extra, per_category)
+                           len(results) - len(fresh), ConsistencyFigures.check(extra), per_category)
 
 
 LABEL_COLUMNS = LabelStage.columns("src_id", "trg_id", "group", "status", "src_width", "src_height", "grid_h",

@@ -26,6 +26,7 @@ from sc_imagenet.stages.base import (
     ShardResult,
     Shared,
     StageContext,
+    StageFigures,
     StageOutput,
     merge_counts,
     register_stage,
@@ -66,6 +67,17 @@ def detection_rows(image_id: str, dets: ImageDetections, class_names: list[str])
                      "class_name": class_names[int(dets.cls[i])], "conf": float(dets.conf[i]),
                      "box": dets.boxes[i].tolist(), "mask_poly": poly, "status": "detection", "error": None})
     return rows
+
+
+class DetectFigures(StageFigures):
+    """`detect`'s record: `single_instance` checks its configured classes against `class_names`."""
+
+    images_detected: int
+    images_per_s: float | None
+    class_names: list[str]
+    has_masks: bool
+    device: str | None
+    half: bool | None
 
 
 @register_stage
@@ -141,7 +153,7 @@ class DetectStage(ShardedStage):
         }
         summary = [{"status": k, "rows": v} for k, v in sorted(by_status.items())]
         return StageOutput(sum(by_status.values()), by_status, [ctx.shard(r.wnid) for r in results],
-                           len(results) - len(fresh), extra, summary)
+                           len(results) - len(fresh), DetectFigures.check(extra), summary)
 
 
 def detector_info(detector: Detector) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from sc_imagenet.dataset.scimagenet import (
 )
 from sc_imagenet.io.integrity import build_relative
 from sc_imagenet.io.manifest import ShardWriter, category_shards, read_shard, shard_path
-from sc_imagenet.stages.base import Stage, StageContext, StageOutput, register_stage
+from sc_imagenet.stages.base import Stage, StageContext, StageFigures, StageOutput, register_stage
 from sc_imagenet.stages.pairs import PairsStage
 from sc_imagenet.stages.schema import column, manifest_schema
 
@@ -46,6 +46,25 @@ SCHEMA = manifest_schema(
            "(`PairAnnotation/<split>/<pair_id>.json`)"),
     column("status", pa.string(), "`exported`"),
 )
+
+
+class ExportFigures(StageFigures):
+    """`export`'s record: where the release is, and what it holds."""
+
+    release: str  # the release folder, relative to the build folder
+    pairs: int
+    pairs_by_split: dict[str, int]
+    images: int
+    categories: int
+    keypoints_per_pair: int | dict[str, int]  # one count when every pair has the same number of keypoints
+    images_by_method: dict[str, int]
+    remapped_image_ids: int
+    bytes_on_disk: int
+    bytes_images: int
+    aliases: list[str]
+
+    def release_path(self, out_dir: Path) -> Path | None:
+        return self.build_path(self.release, out_dir)
 
 
 @register_stage
@@ -102,7 +121,7 @@ class ExportStage(Stage):
                 f"{summary.images} images ({methods}) of {summary.categories} categories → {root}")
         table = [{"split": k, "pairs": v} for k, v in summary.pairs_by_split.items()]
         table.append({"split": "total", "pairs": n})
-        return StageOutput(n, {"exported": n}, [path], 0, extra, table, [root])
+        return StageOutput(n, {"exported": n}, [path], 0, ExportFigures.check(extra), table, [root])
 
 
 PAIR_COLUMNS = PairsStage.columns(

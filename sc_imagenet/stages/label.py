@@ -22,8 +22,7 @@ import pyarrow as pa
 from sc_imagenet.config import BuildConfig, ConfigError
 from sc_imagenet.dataset.graph import group_edges, group_sizes, pair_groups
 from sc_imagenet.io.images import load_rgb
-from sc_imagenet.io.integrity import in_build
-from sc_imagenet.io.manifest import ShardWriter, category_shards, read_shard, read_stage_record
+from sc_imagenet.io.manifest import ShardWriter, category_shards, read_shard
 from sc_imagenet.stages.base import (
     ShardedStage,
     ShardResult,
@@ -190,12 +189,11 @@ class LoadedGenerator:
 def load_label_generator(ctx: StageContext) -> LoadedGenerator:
     from sc_imagenet.devices import resolve_device, use_amp
     from sc_imagenet.matching.builder import load_generator  # torch loads only when labelling runs
-    from sc_imagenet.stages.train import backbone_checkpoint
+    from sc_imagenet.stages.train import TrainFigures, backbone_checkpoint
 
     lab = ctx.cfg.label
-    record = read_stage_record(ctx.inputs["train"])
-    recorded = (record.extra or {}).get("checkpoint") if record is not None else None
-    ckpt = in_build(recorded, ctx.out_dir) if recorded else None
+    trained = TrainFigures.read(ctx.inputs["train"])
+    ckpt = trained.checkpoint_path(ctx.out_dir) if trained is not None else None
     if ckpt is None or not ckpt.is_file():
         raise ConfigError(f"label: the train stage's generator checkpoint {ckpt} is missing; rerun train")
     device = resolve_device(lab.device)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sc_imagenet.config import BuildConfig
-from sc_imagenet.io.integrity import build_relative, in_build
+from sc_imagenet.io.integrity import build_relative
 from sc_imagenet.io.manifest import (
     STAGE_RECORD,
     ShardWriter,
@@ -42,20 +42,29 @@ from sc_imagenet.report import (
     ReportData,
     ReportFile,
     StageView,
+    TrainScores,
     TruthData,
     write_report,
 )
-from sc_imagenet.stages.base import STAGES, Stage, StageContext, StageOutput, pipeline_order, register_stage
+from sc_imagenet.stages.base import (
+    STAGES,
+    Stage,
+    StageContext,
+    StageFigures,
+    StageOutput,
+    pipeline_order,
+    register_stage,
+)
 from sc_imagenet.stages.categories import CategoriesStage
-from sc_imagenet.stages.consistency import ConsistencyStage
+from sc_imagenet.stages.consistency import ConsistencyFigures, ConsistencyStage
 from sc_imagenet.stages.detect import DetectStage
-from sc_imagenet.stages.export import ExportStage
+from sc_imagenet.stages.export import ExportFigures, ExportStage
 from sc_imagenet.stages.index import IndexStage
 from sc_imagenet.stages.label import LabelStage
 from sc_imagenet.stages.schema import column, manifest_schema
-from sc_imagenet.stages.select import SelectStage
-from sc_imagenet.stages.single_instance import SingleInstanceStage
-from sc_imagenet.stages.train import TrainStage
+from sc_imagenet.stages.select import SelectFigures, SelectStage
+from sc_imagenet.stages.single_instance import SingleInstanceFigures, SingleInstanceStage
+from sc_imagenet.stages.train import TrainFigures, TrainStage
 
 SCHEMA = manifest_schema(
     column("path", pa.string(), "the file, relative to the report folder (`<out>/artifacts/report/`), "
@@ -70,6 +79,18 @@ SCHEMA = manifest_schema(
     column("width", pa.int32(), "image width (null for the page)", "pixels"),
     column("height", pa.int32(), "image height (null for the page)", "pixels"),
 )
+
+
+class ReportFigures(StageFigures):
+    """`report`'s record: where the page is (`sc-imagenet status`, the demo and the Prefect flow link it)."""
+
+    page: str  # index.html, relative to the build folder
+    files: int
+    bytes: int
+    bytes_by_kind: dict[str, int]
+
+    def page_path(self, out_dir: Path) -> Path | None:
+        return self.build_path(self.page, out_dir)
 
 
 @register_stage
@@ -104,7 +125,7 @@ class ReportStage(Stage):
         summary = [{"kind": k, "files": n, "bytes": size[k]} for k, n in sorted(kinds.items())]
         summary.append({"kind": "total", "files": len(files), "bytes": total})
         artifacts = [ctx.artifacts() / f.path for f in files]
-        return StageOutput(len(files), dict(kinds), [path], 0, extra, summary, artifacts)
+        return StageOutput(len(files), dict(kinds), [path], 0, ReportFigures.check(extra), summary, artifacts)
 
 
 def write_build_report(out_dir: Path, cfg: BuildConfig, data_root: Path, dest: Path,
@@ -154,6 +175,9 @@ def record_states(out_dir: Path) -> dict[str, str]:
     return states
 
 
+F = TypeVar("F", bound=StageFigures)
+
+
 class _Build:
     """Reads one build folder's manifests, each stage only if it is usable."""
 
@@ -171,11 +195,16 @@ class _Build:
     def dir(self, name: str) -> Path:
         return manifest_dir(self.out_dir, name)
 
-    def extra(self, name: str) -> dict[str, Any]:
+    def figures(self, name: str, model: type[F]) -> F | None:
+        """The stage's record figures; None without a record, or (a problem on the page) when they do not fit
+        the stage's model: a record of an incompatible version."""
         if name not in self._records:
             self._records[name] = read_stage_record(self.dir(name))
-        record = self._records[name]
-        return dict(record.extra) if record is not None else {}
+        try:
+            return model.of(self._records[name])
+        except ValueError as exc:
+            self.problems.append(f"the {name} record's figures could not be read: {str(exc)[:200]}")
+            return None
 
     def table(self, name: str, columns: list[str]) -> pd.DataFrame | None:
         if not self.usable(name):
@@ -216,12 +245,13 @@ def gather_report(out_dir: Path, cfg: BuildConfig, data_root: Path, states: dict
     b = _Build(out_dir, states)
     data = ReportData(out_dir=out_dir, stages=stage_views(out_dir, states), funnel={},
                       synthetic=cfg.data.source == "synthetic")
-    data.threshold = float(b.extra("consistency").get("threshold", cfg.consistency.threshold))
+    consistency = b.figures("consistency", ConsistencyFigures)
+    data.threshold = consistency.threshold if consistency is not None else cfg.consistency.threshold
     config = out_dir / "config.resolved.yaml"
     if config.exists():
         data.config_path, data.config_text = config, config.read_text()
-    release = b.extra("export").get("release")
-    data.release = in_build(release, out_dir) if release else None
+    export = b.figures("export", ExportFigures)
+    data.release = export.release_path(out_dir) if export is not None else None
 
     tables = {
         "categories": b.table("categories", CATEGORY_COLUMNS),
@@ -240,7 +270,8 @@ def gather_report(out_dir: Path, cfg: BuildConfig, data_root: Path, states: dict
             data.notes[section] = f"could not be read: {type(exc).__name__}: {exc}"
             log(f"[report] section {section}: {data.notes[section]}")
     if b.usable("select"):
-        data.quality = b.extra("select").get("quality")
+        select = b.figures("select", SelectFigures)
+        data.quality = select.quality if select is not None else None
     data.problems = b.problems + [f"{k}: {v}" for k, v in data.notes.items() if v.startswith("could not be read")]
     for problem in b.problems:
         log(f"[report] {problem}")
@@ -472,7 +503,9 @@ def _dropped(data: ReportData, b: _Build, cfg: BuildConfig, data_root: Path, t: 
     if data.missing_for("dropped"):
         return
     single = t["single_instance"]
-    data.single_instance_threshold = float(b.extra("single_instance").get("threshold", cfg.single_instance.threshold))
+    single_figures = b.figures("single_instance", SingleInstanceFigures)
+    data.single_instance_threshold = single_figures.threshold if single_figures is not None \
+        else cfg.single_instance.threshold
     dropped = single[~single["keep"].astype(bool)].sort_values(["wnid", "image_id"])
     data.dropped_counts = {k: int(v) for k, v in dropped["reason"].value_counts().items()}
     errors = {}
@@ -513,12 +546,14 @@ def _scores(data: ReportData, b: _Build, cfg: BuildConfig, data_root: Path, t: d
         data.image_scores = pd.DataFrame({"wnid": sel["wnid"].to_numpy(), "src_id": sel["src_id"].to_numpy(),
                                           "score": sel["src_score"].to_numpy(np.float64),
                                           "selected": sel["src_selected"].to_numpy(bool)})
-        x = b.extra("select")
-        data.score_label = SCORE_LABELS.get(x.get("rank_by", "loop3"), "image score").format(thr=thr)
+        x = b.figures("select", SelectFigures)
         s = cfg.select
-        data.selection_note = (f"{x.get('images_selected', '?')} of {x.get('images', '?')} images selected (top "
+        rank_by = x.rank_by if x is not None else s.rank_by
+        data.score_label = SCORE_LABELS.get(rank_by, "image score").format(thr=thr)
+        counts = (x.images_selected, x.images, x.pairs) if x is not None else ("?", "?", "?")
+        data.selection_note = (f"{counts[0]} of {counts[1]} images selected (top "
                                f"{s.fraction:.0%} per {s.scope if s.scope == 'category' else 'build'}, ranked by "
-                               f"{x.get('rank_by', s.rank_by)}); {x.get('pairs', '?')} pairs kept.")
+                               f"{rank_by}); {counts[2]} pairs kept.")
         return
     cons = read_manifest(b.dir("consistency"), columns=ConsistencyStage.columns("wnid", "src_id", "status",
                                                                                 "image_consistent")).to_pandas()
@@ -567,4 +602,6 @@ def _training(data: ReportData, b: _Build, cfg: BuildConfig, data_root: Path, t:
     if data.missing_for("training"):
         return
     data.train_log = read_manifest(b.dir("train"), columns=TRAIN_COLUMNS).to_pandas().sort_values("step")
-    data.train_extra = b.extra("train")
+    train = b.figures("train", TrainFigures)
+    if train is not None:
+        data.train_scores = TrainScores(steps=train.steps, eval_pairs=train.eval_pairs, pck=train.pck())

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from sc_imagenet.config import BuildConfig
 from sc_imagenet.dataset.selection import choose_points, select_top, stable_uniform, val_groups
 from sc_imagenet.io.manifest import ShardWriter, category_shards, read_shard, shard_is_current, shard_path
-from sc_imagenet.stages.base import Stage, StageContext, StageOutput, merge_counts, register_stage
+from sc_imagenet.stages.base import Stage, StageContext, StageFigures, StageOutput, merge_counts, register_stage
 from sc_imagenet.stages.consistency import ConsistencyStage
 from sc_imagenet.stages.label import LabelStage
 from sc_imagenet.stages.schema import column, manifest_schema
@@ -59,6 +59,25 @@ SCHEMA = manifest_schema(
     column("trg_width", pa.int32(), "target image width", "pixels"),
     column("trg_height", pa.int32(), "target image height", "pixels"),
 )
+
+
+class SelectFigures(StageFigures):
+    """`select`'s record: the counts the report and `sc-imagenet status` quote, and on synthetic data the
+    ground-truth `quality` of the selection (`dataset.quality.evaluate_dataset`)."""
+
+    images: int
+    images_selected: int
+    images_selected_category_scope: int
+    images_selected_global_scope: int
+    pairs: int
+    pairs_by_split: dict[str, int]
+    pairs_per_selected_image: float
+    pairs_unordered: int
+    pairs_unordered_per_selected_image: float
+    keypoints_per_pair: int
+    rank_by: str
+    point_threshold: float
+    quality: dict[str, Any] | None = None
 
 
 @register_stage
@@ -127,7 +146,8 @@ class SelectStage(Stage):
         extra = self.figures(ctx, images, other_selected, threshold, split.shards)
         summary = [{"reason": k, "pairs": v} for k, v in sorted(by_reason.items())]
         summary.append({"reason": "selected images", "pairs": extra["images_selected"]})
-        return StageOutput(sum(by_reason.values()), by_reason, split.shards, len(split.done), extra, summary)
+        return StageOutput(sum(by_reason.values()), by_reason, split.shards, len(split.done),
+                           SelectFigures.check(extra), summary)
 
     @staticmethod
     def figures(ctx: StageContext, images: pd.DataFrame, other_selected: np.ndarray, threshold: float,

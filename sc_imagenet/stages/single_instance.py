@@ -18,11 +18,10 @@ from sc_imagenet.io.manifest import (
     category_shards,
     read_manifest,
     read_shard,
-    read_stage_record,
     shard_path,
 )
-from sc_imagenet.stages.base import Stage, StageContext, StageOutput, merge_counts, register_stage
-from sc_imagenet.stages.detect import DetectStage
+from sc_imagenet.stages.base import Stage, StageContext, StageFigures, StageOutput, merge_counts, register_stage
+from sc_imagenet.stages.detect import DetectFigures, DetectStage
 from sc_imagenet.stages.index import IndexStage
 from sc_imagenet.stages.schema import column, manifest_schema
 
@@ -81,6 +80,14 @@ def decide_category(index_rows: list[dict[str, Any]], det_rows: list[dict[str, A
     return out
 
 
+class SingleInstanceFigures(StageFigures):
+    """`single_instance`'s record: the report marks detections above the `threshold` that was used."""
+
+    kept: int
+    kept_fraction: float
+    threshold: float
+
+
 @register_stage
 class SingleInstanceStage(Stage):
     name = "single_instance"
@@ -100,7 +107,8 @@ class SingleInstanceStage(Stage):
         classes = set(s.classes) if s.classes is not None else None
         detect_dir = ctx.inputs["detect"]
         if classes is not None:
-            names = set((read_stage_record(detect_dir).extra or {}).get("class_names", []))
+            detected = DetectFigures.read(detect_dir)
+            names = set(detected.class_names) if detected is not None else set()
             unknown = sorted(classes - names)
             if unknown:
                 raise ConfigError(f"single_instance.classes: {unknown} are not classes of the detector "
@@ -120,7 +128,7 @@ class SingleInstanceStage(Stage):
         extra = {"kept": n_kept, "kept_fraction": round(n_kept / total, 4) if total else 0.0,
                  "threshold": s.threshold}
         summary = [{"reason": k, "images": v} for k, v in sorted(by_status.items())]
-        return StageOutput(total, by_status, split.shards, len(split.done), extra, summary)
+        return StageOutput(total, by_status, split.shards, len(split.done), SingleInstanceFigures.check(extra), summary)
 
 
 def read_kept_images(stage_dir: Path, columns: list[str], wnids: list[str] | None = None) -> pa.Table:

@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+from pydantic import Field
 from tqdm.auto import tqdm
 
 from sc_imagenet.config import BuildConfig, ConfigError
 from sc_imagenet.io.integrity import build_relative
 from sc_imagenet.io.manifest import ShardWriter, file_sha256
 from sc_imagenet.io.weights import WeightsError, resolve_weights, weights_sha256
-from sc_imagenet.stages.base import Stage, StageContext, StageOutput, register_stage
+from sc_imagenet.stages.base import Stage, StageContext, StageFigures, StageOutput, register_stage
 from sc_imagenet.stages.schema import column, manifest_schema
 from sc_imagenet.stages.single_instance import SingleInstanceStage, foreground_provider, read_kept_images
 
@@ -105,6 +106,34 @@ def launch_torchrun(ctx: StageContext, ckpt_dir: Path) -> TrainResult:
     return TrainResult(Path(doc["checkpoint"]), doc["steps"], doc["rows"], doc["resumed_from"])
 
 
+class TrainFigures(StageFigures):
+    """`train`'s record: where the generator is (`label` loads it from here) and, on synthetic data, its PCK on
+    held-out pairs next to its backbone's (`mnn_`, `nn_`; `…_ci95` and per-pair figures are kept undeclared)."""
+
+    checkpoint: str  # generator.pt, relative to the build folder
+    checkpoint_sha256: str
+    steps: int
+    resumed_from_step: int | None
+    images: int
+    categories: int
+    eval_pairs: float | None = None
+    pck_005: float | None = Field(None, alias="pck@0.05")
+    pck_01: float | None = Field(None, alias="pck@0.1")
+    mnn_pck_005: float | None = Field(None, alias="mnn_pck@0.05")
+    mnn_pck_01: float | None = Field(None, alias="mnn_pck@0.1")
+    nn_pck_005: float | None = Field(None, alias="nn_pck@0.05")
+    nn_pck_01: float | None = Field(None, alias="nn_pck@0.1")
+
+    def checkpoint_path(self, out_dir: Path) -> Path | None:
+        return self.build_path(self.checkpoint, out_dir)
+
+    def pck(self) -> dict[str, tuple[float, float]]:
+        """Method (`generator`, `mnn`, `nn`) → its (PCK@0.05, PCK@0.1), for the methods that were measured."""
+        pairs = {"generator": (self.pck_005, self.pck_01), "mnn": (self.mnn_pck_005, self.mnn_pck_01),
+                 "nn": (self.nn_pck_005, self.nn_pck_01)}
+        return {k: (a, b) for k, (a, b) in pairs.items() if a is not None and b is not None}
+
+
 @register_stage
 class TrainStage(Stage):
     name = "train"
@@ -173,7 +202,8 @@ class TrainStage(Stage):
         pck = {k: v for k, v in extra.items() if "pck" in k and not k.endswith("_ci95")}
         if pck:
             summary.append({"step": "PCK", **pck})
-        return StageOutput(len(result.rows), {"logged": len(result.rows)}, [path], 0, extra, summary, [final])
+        return StageOutput(len(result.rows), {"logged": len(result.rows)}, [path], 0, TrainFigures.check(extra),
+                           summary, [final])
 
     @staticmethod
     def evaluate(ctx: StageContext, checkpoint: Path) -> dict[str, Any]:
