@@ -19,6 +19,7 @@ from sc_imagenet.config import load_config
 from sc_imagenet.dataset.scimagenet import read_release
 from sc_imagenet.dataset.selection import top_count
 from sc_imagenet.io.manifest import read_manifest, read_stage_record
+from sc_imagenet.stages.export import ExportFigures
 
 DATASET = {"label": {"group_size": 5, "candidates": 12, "nms_cells": 0},
            "consistency": {"loops": 8, "threshold": 0.3},
@@ -102,7 +103,7 @@ def test_selection_invariants(dataset_build: dict) -> None:
 def test_release_reads_back_like_the_loaders(dataset_build: dict) -> None:
     plan = dataset_build["plan"]
     record = read_stage_record(plan.stage_dir("export"))
-    root = record.path("release", plan.out_dir)
+    root = ExportFigures.of(record).release_path(plan.out_dir)
     assert root == plan.out_dir / "export" / "SC-ImageNet"
     kept = read_manifest(plan.stage_dir("pairs")).to_pandas()  # the release's pairs (tests/test_pairs.py)
     kept = kept[kept.keep].set_index(["src_id", "trg_id"])

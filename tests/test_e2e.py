@@ -22,6 +22,8 @@ from sc_imagenet.io.manifest import list_shards, read_manifest, read_stage_recor
 from sc_imagenet.orchestration.local import LocalPrefect, free_port
 from sc_imagenet.paths import REPO_ROOT
 from sc_imagenet.stages import pipeline_order
+from sc_imagenet.stages.export import ExportFigures
+from sc_imagenet.stages.report import ReportFigures
 from sc_imagenet.stages.train import TrainFigures
 
 pytestmark = pytest.mark.slow
@@ -60,7 +62,7 @@ def test_demo_deployment_then_rerun_skips(prefect: LocalPrefect, tmp_path: Path)
         assert status[stage]["state"] == "complete" and status[stage]["rows"] > 0, stage
         assert Path(status[stage]["path"]).is_dir()
     export = read_stage_record(out / "manifests" / "export")
-    release = export.path("release", out)
+    release = ExportFigures.of(export).release_path(out)
     assert release == out / "export" / "SC-ImageNet" and (release / "Layout" / "large" / "trn.txt").is_file()
     assert len(read_release(release, "trn")) + len(read_release(release, "val")) == export.rows
     cats = read_manifest(out / "manifests" / "categories").to_pandas()
@@ -71,16 +73,17 @@ def test_demo_deployment_then_rerun_skips(prefect: LocalPrefect, tmp_path: Path)
     assert {"CMYK", "L"} <= set(index["mode"]) and "PNG" in set(index["format"])
     assert (out / "data" / "_groundtruth" / "meta.json").exists()
     train = read_stage_record(out / "manifests" / "train")
-    assert train.path("checkpoint", out).is_file() and 0 <= train.extra["pck@0.1"] <= 1
+    assert TrainFigures.of(train).checkpoint_path(out).is_file() and 0 <= train.extra["pck@0.1"] <= 1
     assert set(TrainFigures.of(train).pck()) == {"generator", "mnn", "nn"}  # the aliases name what train wrote
-    assert train.path("checkpoint", out).parent == out / "artifacts" / "train"  # beside, not in, the manifest
+    # beside, not in, the manifest
+    assert TrainFigures.of(train).checkpoint_path(out).parent == out / "artifacts" / "train"
     for stage in status:  # every manifest folder reads as one table (artifacts live elsewhere)
         assert len(pd.read_parquet(out / "manifests" / stage)) == status[stage]["rows"]
     text = subprocess.run([BIN / "sc-imagenet", "status", "--out", str(out)], env=env, capture_output=True,
                           text=True, check=True).stdout
     assert "train: PCK@0.05/0.1 generator" in text and "MNN baseline" in text
     assert "select: strict PCK@0.1" in text and "export: SC-ImageNet release at" in text
-    page = read_stage_record(out / "manifests" / "report").path("page", out)
+    page = ReportFigures.read(out / "manifests" / "report").page_path(out)
     assert page == out / "artifacts" / "report" / "index.html" and page.is_file() and f"report: {page}" in text
     single = read_manifest(out / "manifests" / "single_instance").to_pandas()
     assert len(single) == len(index) and 0.6 < single.keep.mean() < 0.95

@@ -30,6 +30,7 @@ from sc_imagenet.io.integrity import (
 )
 from sc_imagenet.io.manifest import STAGE_RECORD, read_shard, read_stage_record
 from sc_imagenet.stages import STAGES, pipeline_order
+from sc_imagenet.stages.train import TrainFigures
 
 BUILT = [s for s in pipeline_order() if s != "report"]
 
@@ -140,7 +141,7 @@ def test_corrupt_stage_record_is_damage_and_rebuilt_from_the_whole_shards(finish
 def test_corrupt_generator_checkpoint_is_rebuilt_from_the_resume_point(finished: dict, tmp_path: Path,
                                                                       how: str) -> None:
     out = copy_build(finished, tmp_path)
-    ckpt = read_stage_record(out / "manifests" / "train").path("checkpoint", out)
+    ckpt = TrainFigures.read(out / "manifests" / "train").checkpoint_path(out)
     original = file_xxh3(ckpt)
     DAMAGE[how](ckpt)
     seen = states(out, verify=how == "flipped")

@@ -18,13 +18,14 @@ from sc_imagenet.config import BuildConfig, ConfigError, load_config
 from sc_imagenet.dataset.graph import group_sizes, pair_groups
 from sc_imagenet.foreground.geometry import points_on_mask
 from sc_imagenet.io.images import load_rgb
-from sc_imagenet.io.manifest import ShardWriter, read_manifest, read_stage_record, shard_fingerprint, shard_path
+from sc_imagenet.io.manifest import ShardWriter, read_manifest, shard_fingerprint, shard_path
 from sc_imagenet.matching.builder import load_generator
 from sc_imagenet.matching.cascade import grid_masks
 from sc_imagenet.matching.geometry import pixels_to_index
 from sc_imagenet.matching.predictor import PairLabel
 from sc_imagenet.stages.label import LabelStage, keep_on_foreground
 from sc_imagenet.stages.single_instance import SingleInstanceStage, foreground_provider
+from sc_imagenet.stages.train import TrainFigures
 
 TINY_TRAIN = {"backbone": "dense-sift", "input_size": 64, "region_input_size": 32, "region_pairs": 3,
               "pixel_pairs": 4, "window": 3, "batch_size": 2, "max_steps": 2, "eval_pairs": 0, "device": "cpu",
@@ -124,7 +125,7 @@ def test_label_rows_are_the_generators_flow_and_match(built: dict, tmp_path: Pat
     plan, _ = run_label(project)
     df = read_manifest(plan.stage_dir("label")).to_pandas()
     paths = dict(zip(*(kept_table(plan)[c] for c in ("image_id", "rel_path")), strict=True))
-    gen = load_generator(read_stage_record(plan.stage_dir("train")).path("checkpoint", plan.out_dir))
+    gen = load_generator(TrainFigures.read(plan.stage_dir("train")).checkpoint_path(plan.out_dir))
     gen.nms_cells = plan.cfg.label.nms_cells
     provider = foreground_provider(plan.stage_dir("single_instance"), plan.data_root, "box")
     for r in df.iloc[[0, 7, len(df) - 1]].itertuples():

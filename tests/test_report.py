@@ -86,7 +86,7 @@ def test_stage_writes_the_page_and_lists_every_file(report_build: dict) -> None:
     out = report_build["out"]
     assert all(s["state"] == "complete" for s in stage_states(out))
     record = read_stage_record(out / "manifests" / "report")
-    page = record.path("page", out)
+    page = ReportFigures.of(record).page_path(out)
     assert page == out / "artifacts" / "report" / "index.html" and page.is_file()
     rows = read_manifest(out / "manifests" / "report").to_pandas()
     assert record.rows == len(rows) and record.rows_by_status == rows.kind.value_counts().to_dict()

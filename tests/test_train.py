@@ -17,6 +17,7 @@ from sc_imagenet.matching.builder import load_generator
 from sc_imagenet.matching.cascade import CascadeGenerator
 from sc_imagenet.matching.geometry import index_to_pixels
 from sc_imagenet.matching.settings import CascadeSettings
+from sc_imagenet.stages.train import TrainFigures
 from sc_imagenet.synth import SynthConfig, generate_dataset, load_groundtruth
 from sc_imagenet.train.loop import (
     FeatureCache,
@@ -316,7 +317,7 @@ def test_ddp_two_processes_gloo_through_the_stage(tmp_path: Path) -> None:
                       stages="categories,index,detect,single_instance,train")
     run_build_locally(plan, log=lambda m: None, progress=False)
     record = read_stage_record(plan.stage_dir("train"))
-    assert record.extra["steps"] == 3 and record.path("checkpoint", plan.out_dir).is_file()
+    assert record.extra["steps"] == 3 and TrainFigures.of(record).checkpoint_path(plan.out_dir).is_file()
     result = json.loads(next(plan.artifact_dir("train").rglob("result.json")).read_text())
     assert result["world_size"] == 2
     a, b = result["param_checksums"]

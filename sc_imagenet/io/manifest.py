@@ -32,7 +32,6 @@ import pyarrow.parquet as pq
 
 from sc_imagenet import __version__
 from sc_imagenet.io.atomic import atomic_path, atomic_write_bytes, temp_path  # atomic_write_bytes: also re-exported
-from sc_imagenet.io.integrity import in_build
 
 FINGERPRINT_KEY = b"sc_imagenet.fingerprint"
 SCHEMA_VERSION_KEY = b"sc_imagenet.schema_version"
@@ -217,12 +216,6 @@ class StageRecord:
     # `_files.tsv` (`io.integrity`): how many files, their bytes, and the inventory's own size and xxh3
     inventory: dict[str, Any] | None = None
     input_content: dict[str, str | None] = field(default_factory=dict)  # each input's content_hash when this ran
-
-    def path(self, key: str, out_dir: Path) -> Path | None:
-        """A file the record names in `extra` (`checkpoint`, `release`, `page`), found under the build folder
-        wherever it now is (paths inside the build are stored relative to it)."""
-        value = self.extra.get(key)
-        return in_build(value, out_dir) if value else None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True, default=str)
