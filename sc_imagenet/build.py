@@ -8,7 +8,7 @@ that stage's fingerprint and, through the chain, every downstream one — never 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +38,7 @@ from sc_imagenet.io.manifest import (
     read_stage_record,
     runtime_versions,
     shard_is_current,
+    table_dir,
     write_stage_record,
 )
 from sc_imagenet.io.storage import StorageError, storage_error
@@ -234,13 +235,15 @@ def _remove_damaged(plan: BuildPlan, name: str, damage: list[Damage]) -> None:
     (sdir / INVENTORY).unlink(missing_ok=True)
 
 
-def _clean_leftovers(sdir: Path, keep: list[Path], artifacts: Path) -> None:
-    """Remove shards from older configs or categories no longer built, and torn temp files (`io.atomic`'s
-    `.<name>.<pid>.tmp`) a killed run left in the manifest or in the stage's artifacts (checkpoints)."""
+def _clean_leftovers(sdir: Path, keep: list[Path], artifacts: Path, tables: Iterable[str] = ()) -> None:
+    """Remove shards (of the stage's own table and of its second `tables`) from older configs or categories no
+    longer built, and torn temp files (`io.atomic`'s `.<name>.<pid>.tmp`) a killed run left in the manifest or
+    in the stage's artifacts (checkpoints)."""
     keep_set = {p.resolve() for p in keep}
-    for path in list_shards(sdir):
-        if path.resolve() not in keep_set:
-            path.unlink()
+    for folder in (sdir, *(table_dir(sdir, t) for t in tables)):
+        for path in list_shards(folder):
+            if path.resolve() not in keep_set:
+                path.unlink()
     for folder in (sdir, artifacts):
         for tmp in folder.rglob(".*.tmp"):
             tmp.unlink(missing_ok=True)
@@ -291,9 +294,11 @@ def execute_stage(
             out = _run_mapped(stage, ctx, map_shards)
         else:
             out = stage.run(ctx)
-    _clean_leftovers(sdir, out.shards, plan.artifact_dir(name))
-    content = content_hash(sdir, out.shards, volatile_columns(stage.schema))
-    inventory = write_inventory(sdir / INVENTORY, inventory_entries(plan.out_dir, [*out.shards, *out.artifacts]))
+    shards = [*out.shards, *(c for shard in out.shards for c in stage.companions(shard, sdir))]
+    _clean_leftovers(sdir, shards, plan.artifact_dir(name), stage.tables)
+    volatile = [c for schema in (stage.schema, *stage.tables.values()) for c in volatile_columns(schema)]
+    content = content_hash(sdir, shards, volatile)
+    inventory = write_inventory(sdir / INVENTORY, inventory_entries(plan.out_dir, [*shards, *out.artifacts]))
     if damage and record is not None:
         same = record.content_hash == content
         log(f"[{name}] repaired: its rows are " + ("unchanged; downstream stages are kept" if same

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from test_dataset_stages import build_with_dataset_settings
 
-from sc_imagenet.io.manifest import read_stage_record
 from sc_imagenet.paths import REPO_ROOT
+from sc_imagenet.stages.label import LabelFigures
 
 NUM = r"([0-9][0-9,]*(?:\.[0-9]+)?|nan)"  # a printed figure: 12, 1,234, 0.125, nan
 
@@ -174,7 +174,7 @@ def test_select_sweep_prints_quality_per_setting_and_writes_nothing(tiny_build: 
                       "--point-order", "score", "consistency")
     assert snapshot(tiny_build) == before
     (edges, _) = figures(rf"^{NUM} edges, {NUM} candidates per edge on average$", text)
-    assert edges == read_stage_record(tiny_build / "manifests" / "label").extra["edges"]
+    assert edges == LabelFigures.read(tiny_build / "manifests" / "label").edges
 
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["rank_by", "order"])

@@ -18,6 +18,7 @@ from sc_imagenet.build import (
 from sc_imagenet.config import ConfigError, load_config
 from sc_imagenet.io.manifest import read_manifest, read_stage_record
 from sc_imagenet.stages import STAGES, downstream_of, pipeline_order
+from sc_imagenet.stages.index import IndexFigures
 
 # a generator small enough to train in seconds on CPU
 TINY_TRAIN = {"backbone": "dense-sift", "input_size": 64, "region_input_size": 32, "region_pairs": 3,
@@ -115,7 +116,7 @@ def test_shard_level_resume_keeps_finished_shards(project: dict) -> None:
     redo.unlink()
     (redo.parent / ".part-00000.parquet.999.tmp").write_bytes(b"torn")
     _, results = _build(project)
-    assert results[1].record.extra["shards_skipped"] == 2
+    assert IndexFigures.of(results[1].record).shards_skipped == 2
     assert [r.skipped for r in results] == [True, False, True, True]  # same fingerprint: downstream stays
     assert keep.stat().st_mtime_ns == before and redo.exists()
     assert not list(index_dir.rglob(".*.tmp"))

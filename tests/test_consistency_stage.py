@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from sc_imagenet.config import BuildConfig, ConsistencyConfig
-from sc_imagenet.io.manifest import ShardWriter, shard_path
+from sc_imagenet.io.manifest import ShardWriter, companion_path, shard_path
 from sc_imagenet.matching.geometry import cell_centers
 from sc_imagenet.stages.base import StageContext
-from sc_imagenet.stages.consistency import ConsistencyStage
+from sc_imagenet.stages.consistency import IMAGES, ConsistencyFigures, ConsistencyStage
 from sc_imagenet.stages.label import SCHEMA as LABEL_SCHEMA
 from sc_imagenet.stages.label import LabelStage
 from sc_imagenet.stages.single_instance import SCHEMA as SI_SCHEMA
@@ -115,6 +115,16 @@ def read(out: Path, wnid: str) -> list[dict[str, Any]]:
     return pq.read_table(shard_path(out / "manifests" / "consistency", wnid)).to_pylist()
 
 
+def image_shard(out: Path, wnid: str) -> Path:
+    stage_dir = out / "manifests" / "consistency"
+    return companion_path(shard_path(stage_dir, wnid), stage_dir, IMAGES)
+
+
+def read_images(out: Path, wnid: str) -> dict[str, dict[str, Any]]:
+    """The category's image table, by image id."""
+    return {r["image_id"]: r for r in pq.read_table(image_shard(out, wnid)).to_pylist()}
+
+
 def canon(x: Any) -> Any:
     """NaN-aware equality: NaN → a marker."""
     if isinstance(x, float) and math.isnan(x):
@@ -141,11 +151,17 @@ def test_one_row_per_label_row_in_order_and_non_edges_pass_through(inputs: Path,
         for lab, row in zip(label, rows, strict=True):
             if lab["status"] != "ok":
                 assert row["status"] == lab["status"] and row["group"] == -1
-                assert all(row[c] is None for c in ("loops", "point_offset", "pair_consistent", "image_loops",
-                                                   "image_consistent", "pair_match_score"))
+                assert all(row[c] is None for c in ("loops", "point_offset", "pair_consistent", "pair_match_score"))
             else:
                 assert row["status"] in ("ok", "no_loops")
                 assert len(row["point_offset"]) == K and len(row["point_fb_offset"]) == K
+        # the image table: one row per source image with an edge, in id order, with its clique and edge count
+        edges = [r for r in rows if r["status"] in ("ok", "no_loops")]
+        images = read_images(out, wnid)
+        assert list(images) == sorted({r["src_id"] for r in edges})
+        for image, r in images.items():
+            mine = [e for e in edges if e["src_id"] == image]
+            assert r["edges"] == len(mine) and {e["group"] for e in mine} == {r["group"]}
     assert {r["status"] for r in read(out, "n002")} == {"too_few_images"}
     assert result.rows_by_status.get("unreadable") == 1 and result.rows_by_status.get("too_few_images") == 2
     assert result.rows == sum(result.rows_by_status.values()) == 30 + 20 + 1 + 2 + 12
@@ -155,9 +171,7 @@ def test_loop_counts_are_min_of_requested_and_available(first_run: tuple[Path, A
     out, result = first_run
     per_image: dict[str, int] = {}
     for wnid in ("n001", "n003"):
-        for r in read(out, wnid):
-            if r["status"] in ("ok", "no_loops"):
-                per_image[r["src_id"]] = r["image_loops"]
+        per_image.update({i: r["loops"] for i, r in read_images(out, wnid).items()})
     for image, n in per_image.items():
         g = 4 if image.startswith("n003") else (6 if image == WRONG or int(image.split("_")[1]) < 5 else 5)
         assert n == min(15, (g - 1) * (g - 2)), image
@@ -169,11 +183,11 @@ def test_loop_counts_are_min_of_requested_and_available(first_run: tuple[Path, A
                 sums[r["src_id"]] = sums.get(r["src_id"], 0) + r["loops"]
                 assert (r["status"] == "no_loops") == (r["loops"] == 0)
         assert all(sums[i] == per_image[i] for i in sums)
-    extra = result.extra
-    assert extra["images"] == 15 and extra["edges"] == 30 + 20 + 12
-    assert extra["loops_run"] == sum(per_image.values()) == 6 * 15 + 5 * 12 + 4 * 6
-    assert extra["min_loops_per_image"] == 6 and extra["images_with_fewer_loops"] == 9
-    assert extra["mean_loops_per_image"] == pytest.approx(174 / 15, abs=1e-3)
+    extra = ConsistencyFigures(**result.extra)
+    assert extra.images == 15 and extra.edges == 30 + 20 + 12
+    assert extra.loops_run == sum(per_image.values()) == 6 * 15 + 5 * 12 + 4 * 6
+    assert extra.min_loops_per_image == 6 and extra.images_with_fewer_loops == 9
+    assert extra.mean_loops_per_image == pytest.approx(174 / 15, abs=1e-3)
     assert [r["wnid"] for r in result.summary] == ["n001", "n002", "n003"]
     assert result.summary[1]["images"] == 0
 
@@ -182,16 +196,17 @@ def test_the_wrong_image_scores_worst_and_correct_candidates_near_zero(inputs: P
     out = tmp_path
     ConsistencyStage().run(context(inputs, out, loops=100))  # every loop: an edge s → t has g − 2 of them
     rows = [r for r in read(out, "n001") if r["status"] in ("ok", "no_loops")]
-    image_score = {r["src_id"]: r["image_consistent"] for r in rows}
-    image_offset = {r["src_id"]: r["image_offset_mean"] for r in rows}
+    images = read_images(out, "n001")
+    image_score = {i: r["consistent"] for i, r in images.items()}
+    image_offset = {i: r["offset_mean"] for i, r in images.items()}
     assert min(image_score, key=image_score.get) == WRONG
     assert max(image_offset, key=image_offset.get) == WRONG
     assert image_score[WRONG] < 0.1
     # group 1 holds no wrong image: every loop closes
-    for r in rows:
-        if int(r["src_id"].split("_")[1] if r["src_id"] != WRONG else -1) >= 5:
-            assert r["image_consistent"] == 1.0 and r["image_offset_mean"] < 0.01
-            assert r["image_fb_consistent"] == 1.0
+    for i, r in images.items():
+        if int(i.split("_")[1] if i != WRONG else -1) >= 5:
+            assert r["consistent"] == 1.0 and r["offset_mean"] < 0.01
+            assert r["fb_consistent"] == 1.0
     # correct candidates of group 0: median offsets ~0 (1 of the 4 loops of an edge goes through the wrong
     # image as I_m; the median outvotes it)
     for r in rows:
@@ -201,7 +216,7 @@ def test_the_wrong_image_scores_worst_and_correct_candidates_near_zero(inputs: P
         if r["src_id"] == WRONG and r["status"] == "ok":
             assert min(r["point_offset"]) > 0.05 and r["pair_consistent"] < 0.2
     n3 = [r for r in read(out, "n003") if r["status"] == "ok"]
-    assert all(r["image_consistent"] == 1.0 for r in n3)
+    assert all(r["consistent"] == 1.0 for r in read_images(out, "n003").values())
     assert all(r["pair_match_score"] == pytest.approx(0.75) for r in n3)
 
 
@@ -212,6 +227,7 @@ def test_deterministic_and_resumes_per_category(inputs: Path, first_run: tuple[P
     ConsistencyStage().run(context(inputs, out2))
     for wnid in ("n001", "n002", "n003"):
         assert canon(read(out2, wnid)) == canon(read(out1, wnid))
+        assert canon(read_images(out2, wnid)) == canon(read_images(out1, wnid))
     # an interrupted run: n003 never finished → only it is computed again
     done = shard_path(out2 / "manifests" / "consistency", "n001")
     mtime = done.stat().st_mtime_ns
@@ -220,7 +236,12 @@ def test_deterministic_and_resumes_per_category(inputs: Path, first_run: tuple[P
     assert resumed.shards_skipped == 2 and done.stat().st_mtime_ns == mtime
     assert canon(read(out2, "n003")) == canon(read(out1, "n003"))
     assert resumed.rows_by_status == first_run[1].rows_by_status
-    assert resumed.extra["loops_run"] == first_run[1].extra["loops_run"]
+    assert ConsistencyFigures(**resumed.extra).loops_run == ConsistencyFigures(**first_run[1].extra).loops_run
+    # a category whose image table is gone is not finished, though its own shard is
+    image_shard(out2, "n001").unlink()
+    resumed = ConsistencyStage().run(context(inputs, out2))
+    assert resumed.shards_skipped == 2 and done.stat().st_mtime_ns != mtime
+    assert canon(read_images(out2, "n001")) == canon(read_images(out1, "n001"))
     # another fingerprint recomputes everything
     again = ConsistencyStage().run(context(inputs, out2, fingerprint="fp-other"))
     assert again.shards_skipped == 0
@@ -234,8 +255,8 @@ def test_edges_no_loop_ends_at_are_no_loops(inputs: Path, tmp_path: Path) -> Non
     ConsistencyStage().run(context(inputs, tmp_path, loops=1))
     rows = [r for r in read(tmp_path, "n003") if r["status"] in ("ok", "no_loops")]
     assert sum(r["status"] == "ok" for r in rows) == 4  # one loop per image: one of its 3 edges
+    assert {r["loops"] for r in read_images(tmp_path, "n003").values()} == {1}
     for r in rows:
-        assert r["image_loops"] == 1
         if r["status"] == "no_loops":
             assert r["loops"] == 0 and all(math.isnan(v) for v in r["point_offset"])
             assert math.isnan(r["pair_consistent"]) and math.isnan(r["pair_offset_mean"])

@@ -20,6 +20,8 @@ from sc_imagenet.dataset.scimagenet import read_release
 from sc_imagenet.dataset.selection import top_count
 from sc_imagenet.io.manifest import read_manifest, read_stage_record
 from sc_imagenet.stages.export import ExportFigures
+from sc_imagenet.stages.label import LabelFigures
+from sc_imagenet.stages.select import SelectFigures
 
 DATASET = {"label": {"group_size": 5, "candidates": 12, "nms_cells": 0},
            "consistency": {"loops": 8, "threshold": 0.3},
@@ -54,21 +56,20 @@ def test_every_stage_complete_and_quality_recorded(dataset_build: dict) -> None:
     plan = dataset_build["plan"]
     assert {s["stage"] for s in stage_states(plan.out_dir) if s["state"] == "complete"} == {
         *plan.stages, "categories", "index", "detect", "single_instance", "train"}  # `report`: tests/test_report.py
-    record = read_stage_record(plan.stage_dir("select"))
-    q = record.extra["quality"]
+    figures = SelectFigures.read(plan.stage_dir("select"))
+    q = figures.quality
     for key in ("candidates", "raw_topk", "filtered_candidates", "exported", "selected_image_pairs",
                 "rejected_image_pairs"):
         assert 0 <= q[key].get("strict_pck@0.1", 0) <= 1
     assert set(q["comparison"]) == {"loop3", "loop2", "score", "random", "oracle"}
     assert q["comparison"]["oracle"]["spearman"] == pytest.approx(1.0)
-    assert record.extra["images_selected_category_scope"] == record.extra["images_selected"]
-    assert "images_selected_global_scope" in record.extra
+    assert figures.images_selected_category_scope == figures.images_selected
+    assert figures.images_selected_global_scope >= 0
     # pairs are counted both ways: every kept row, and distinct unordered image pairs ({a, b} once)
     kept = read_manifest(plan.stage_dir("select")).to_pandas().query("keep")
     unordered = {tuple(sorted(p)) for p in zip(kept.src_id, kept.trg_id, strict=True)}
-    assert record.extra["pairs"] == len(kept) and record.extra["pairs_unordered"] == len(unordered)
-    assert record.extra["pairs_unordered_per_selected_image"] == round(
-        len(unordered) / record.extra["images_selected"], 3)
+    assert figures.pairs == len(kept) and figures.pairs_unordered == len(unordered)
+    assert figures.pairs_unordered_per_selected_image == round(len(unordered) / figures.images_selected, 3)
 
 
 def test_selection_invariants(dataset_build: dict) -> None:
@@ -87,13 +88,16 @@ def test_selection_invariants(dataset_build: dict) -> None:
     assert all(len(k) == 2 * s.keypoints for k in kept.src_kps) and all(len(k) == 2 * s.keypoints for k in kept.trg_kps)
     assert set(sel.reason) <= {"kept", "src_not_selected", "trg_not_selected", "too_few_consistent_points",
                                "over_pairs_per_image"}
-    # a kept pair's keypoints are candidates of its edge, in the generator's confidence order
+    # a kept pair's keypoints are the candidates of its edge that `candidates` names, in the generator's
+    # confidence order; a dropped pair names none
     lab = edges.set_index(["src_id", "trg_id"])
     for r in kept.itertuples():
-        cand = np.asarray(lab.loc[(r.src_id, r.trg_id), "src_kps"]).reshape(-1, 2)
-        pts = np.asarray(r.src_kps).reshape(-1, 2)
-        idx = [int(np.flatnonzero((cand == p).all(axis=1))[0]) for p in pts]
-        assert idx == sorted(idx)
+        idx = np.asarray(r.candidates)
+        for side in ("src_kps", "trg_kps"):
+            cand = np.asarray(lab.loc[(r.src_id, r.trg_id), side]).reshape(-1, 2)
+            assert (cand[idx] == np.asarray(getattr(r, side)).reshape(-1, 2)).all()
+        assert list(idx) == sorted(idx) and len(idx) == s.keypoints
+    assert sel[~sel.keep].candidates.isna().all()
     # no image in both splits
     split_of = pd.concat([sel[["src_id", "split"]].rename(columns={"src_id": "id"}),
                           sel[["trg_id", "split"]].rename(columns={"trg_id": "id"})])
@@ -159,8 +163,7 @@ def test_build_killed_during_label_resumes_without_redoing_shards(tmp_path: Path
     assert read_stage_record(label_dir) is None and 1 <= len(done) < 6
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    record = read_stage_record(label_dir)
-    assert record.extra["shards_skipped"] == len(done)
+    assert LabelFigures.read(label_dir).shards_skipped == len(done)
     for path, mtime in done.items():
         assert path.stat().st_mtime_ns == mtime
     assert len(list_shards(label_dir)) == 6 and not list(label_dir.rglob(".*.tmp"))

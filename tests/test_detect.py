@@ -18,7 +18,7 @@ from sc_imagenet.detect.policy import decide
 from sc_imagenet.detect.prefetch import iter_decoded_batches
 from sc_imagenet.io.manifest import read_manifest, read_stage_record
 from sc_imagenet.io.weights import WeightsError, resolve_weights
-from sc_imagenet.stages.detect import DetectStage
+from sc_imagenet.stages.detect import DetectFigures, DetectStage
 from sc_imagenet.stages.single_instance import decide_category
 from sc_imagenet.synth import SynthConfig, generate_dataset, load_groundtruth
 
@@ -230,7 +230,7 @@ def test_interrupted_detect_resumes_at_the_unfinished_shard(demo_project: dict, 
     monkeypatch.setattr(DetectStage, "make_detector", real)
     _, results = _build(demo_project)
     record = {r.stage: r.record for r in results}["detect"]
-    assert record.extra["shards_skipped"] == 2 and record.shards == 6
+    assert DetectFigures.of(record).shards_skipped == 2 and record.shards == 6
     assert all(p.stat().st_mtime_ns == t for p, t in finished.items())
 
 

@@ -23,6 +23,7 @@ from sc_imagenet.orchestration.local import LocalPrefect, free_port
 from sc_imagenet.paths import REPO_ROOT
 from sc_imagenet.stages import pipeline_order
 from sc_imagenet.stages.export import ExportFigures
+from sc_imagenet.stages.index import IndexFigures
 from sc_imagenet.stages.report import ReportFigures
 from sc_imagenet.stages.train import TrainFigures
 
@@ -72,11 +73,11 @@ def test_demo_deployment_then_rerun_skips(prefect: LocalPrefect, tmp_path: Path)
     assert {"truncated", "empty"} <= set(index.status)
     assert {"CMYK", "L"} <= set(index["mode"]) and "PNG" in set(index["format"])
     assert (out / "data" / "_groundtruth" / "meta.json").exists()
-    train = read_stage_record(out / "manifests" / "train")
-    assert TrainFigures.of(train).checkpoint_path(out).is_file() and 0 <= train.extra["pck@0.1"] <= 1
-    assert set(TrainFigures.of(train).pck()) == {"generator", "mnn", "nn"}  # the aliases name what train wrote
+    train = TrainFigures.read(out / "manifests" / "train")
+    assert train.checkpoint_path(out).is_file() and 0 <= train.pck_01 <= 1
+    assert set(train.pck()) == {"generator", "mnn", "nn"}  # the aliases name what train wrote
     # beside, not in, the manifest
-    assert TrainFigures.of(train).checkpoint_path(out).parent == out / "artifacts" / "train"
+    assert train.checkpoint_path(out).parent == out / "artifacts" / "train"
     for stage in status:  # every manifest folder reads as one table (artifacts live elsewhere)
         assert len(pd.read_parquet(out / "manifests" / stage)) == status[stage]["rows"]
     text = subprocess.run([BIN / "sc-imagenet", "status", "--out", str(out)], env=env, capture_output=True,
@@ -134,7 +135,7 @@ def test_killed_index_resumes_without_redoing_shards(prefect: LocalPrefect, tmp_
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     record = read_stage_record(index_dir)
     assert record is not None and record.rows == 10 * 250
-    assert record.extra["shards_skipped"] == len(done_before)
+    assert IndexFigures.of(record).shards_skipped == len(done_before)
     for path, mtime in done_before.items():
         assert path.stat().st_mtime_ns == mtime  # finished shards were not redone
     assert len(list_shards(index_dir)) == len(wnids)

@@ -31,10 +31,9 @@ from sc_imagenet.dataset.scimagenet import (
     scale_variation,
     split_lines,
 )
-from sc_imagenet.io.integrity import in_build
 from sc_imagenet.io.manifest import ShardWriter, shard_path
-from sc_imagenet.stages.base import StageContext
-from sc_imagenet.stages.export import ExportStage
+from sc_imagenet.stages.base import StageContext, StageOutput
+from sc_imagenet.stages.export import ExportFigures, ExportStage
 from sc_imagenet.stages.pairs import SCHEMA as PAIRS_SCHEMA
 
 A, B, C = "n01000001", "n01000002", "n01000003"
@@ -153,9 +152,14 @@ def tree(root: Path) -> dict[str, bytes]:
             for p in sorted(root.rglob("*")) if p.is_file() or p.is_symlink()}
 
 
-def release_root(ctx: StageContext, out) -> Path:
+def figures(out: StageOutput) -> ExportFigures:
+    """The figures the stage output's record holds, as its readers see them."""
+    return ExportFigures.model_validate(out.extra)
+
+
+def release_root(ctx: StageContext, out: StageOutput) -> Path:
     """The release the stage output names (inside the build folder: stored relative to it)."""
-    return in_build(out.extra["release"], ctx.out_dir)
+    return figures(out).release_path(ctx.out_dir)
 
 
 def check_release(ctx: StageContext, out) -> None:
@@ -172,7 +176,7 @@ def check_release(ctx: StageContext, out) -> None:
         assert text.endswith("\n") and "\n\n" not in text
         pairs = read_release(root, split)
         assert [p.pair_id for p in pairs] == split_lines(text)
-        assert len(pairs) == out.extra["pairs_by_split"][split]
+        assert len(pairs) == figures(out).pairs_by_split[split]
         images_of[split] = set()
         for p in pairs:
             m = by_pid[p.pair_id]
@@ -208,9 +212,10 @@ def check_release(ctx: StageContext, out) -> None:
             seen.add(p.pair_id)
     assert not images_of["trn"] & images_of["val"]
     assert seen == set(by_pid)
-    assert out.extra["images"] == len(images_of["trn"] | images_of["val"])
-    assert out.extra["categories"] == 3 and out.extra["keypoints_per_pair"] == K
-    assert out.extra["bytes_on_disk"] > 0 and out.extra["bytes_images"] > 0
+    written = figures(out)
+    assert written.images == len(images_of["trn"] | images_of["val"])
+    assert written.categories == 3 and written.keypoints_per_pair == K
+    assert written.bytes_on_disk > 0 and written.bytes_images > 0
 
 
 def check_reencoded(image: Path, source: Path) -> None:
@@ -224,20 +229,20 @@ def check_reencoded(image: Path, source: Path) -> None:
 
 
 def methods(out, reencoded: int = len(SPECIAL), **rest: int) -> None:
-    assert out.extra["images_by_method"] == {"reencoded": reencoded, **rest}
+    assert figures(out).images_by_method == {"reencoded": reencoded, **rest}
 
 
 def test_export_reads_back_like_the_loaders(built) -> None:
     ctx, out = built
     check_release(ctx, out)
     root = release_root(ctx, out)
-    methods(out, hardlink=out.extra["images"] - len(SPECIAL))
+    methods(out, hardlink=figures(out).images - len(SPECIAL))
     src = ctx.data_root / A / f"{A}_3.JPEG"
     assert (root / "JPEGImages" / A / f"{A}_3.JPEG").stat().st_ino == src.stat().st_ino
     # the DHPF loader's folder name leads to the same release
     alias = root.parent / "SC-IMAGENET"
     assert alias.is_symlink() and alias.resolve() == root.resolve()
-    assert len(read_release(alias, "trn")) == out.extra["pairs_by_split"]["trn"]
+    assert len(read_release(alias, "trn")) == figures(out).pairs_by_split["trn"]
     # nothing but the release next to it (temp folders are gone)
     assert sorted(p.name for p in root.parent.iterdir()) == ["SC-IMAGENET", "SC-ImageNet"]
     assert sorted(p.name for p in (root / "JPEGImages").iterdir()) == [A, B, C]
@@ -255,7 +260,7 @@ def test_non_baseline_images_are_reencoded(built) -> None:
     root = release_root(ctx, out)
     with open(root / "image_ids.csv", newline="") as fh:
         files = {r["image_id"]: (root / r["file"], ctx.data_root / r["rel_path"]) for r in csv.DictReader(fh)}
-    assert out.extra["images_by_method"]["reencoded"] == len(SPECIAL)
+    assert figures(out).images_by_method["reencoded"] == len(SPECIAL)
     sizes = {image_id: size for images in IMAGES.values() for image_id, _, size, _ in images}
     for image_id, kind in SPECIAL.items():
         image, source = files[image_id]
@@ -341,7 +346,7 @@ def test_image_id_mapping_is_recorded(built) -> None:
     assert ids[(B, f"{B}_3-b")] == f"JPEGImages/{B}/{B}_12.JPEG"
     assert ids[(C, "x:1")] == f"JPEGImages/{C}/{C}_3.JPEG"  # after the native 1 and 0002 (= 2)
     assert ids[(C, f"{C}_0002")] == f"JPEGImages/{C}/{C}_0002.JPEG"
-    assert out.extra["remapped_image_ids"] == 4
+    assert figures(out).remapped_image_ids == 4
     for r in rows:
         assert (root / r["file"]).is_file()
         if r["reencoded"] == "0":
@@ -383,7 +388,7 @@ def test_image_modes(tmp_path: Path, mode: str) -> None:
         assert image.is_symlink() and Path(os.readlink(image)) == src.absolute()
     else:
         assert not image.is_symlink() and image.stat().st_ino != src.stat().st_ino
-    methods(out, **{mode: out.extra["images"] - len(SPECIAL)})
+    methods(out, **{mode: figures(out).images - len(SPECIAL)})
     check_reencoded(root / "JPEGImages" / B / f"{B}_10.JPEG", ctx.data_root / B / "IMG 1.png")
     for split in ("trn", "val"):
         assert read_release(root, split)
@@ -458,7 +463,7 @@ def test_empty_split_is_an_empty_file(tmp_path: Path) -> None:
     out = ExportStage().run(ctx)
     root = release_root(ctx, out)
     assert (root / "Layout/large/val.txt").read_bytes() == b""
-    assert read_release(root, "val") == [] and out.extra["pairs_by_split"] == {"trn": 6, "val": 0}
+    assert read_release(root, "val") == [] and figures(out).pairs_by_split == {"trn": 6, "val": 0}
 
 
 def test_image_numbers() -> None:
@@ -499,8 +504,9 @@ def test_hardlink_falls_back_to_copy_across_devices(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(os, "link", cross_device)
     ctx = context(tmp_path)
     out = ExportStage().run(ctx)
-    methods(out, copy=out.extra["images"] - len(SPECIAL))
-    assert out.extra["bytes_on_disk"] > out.extra["bytes_images"]
+    methods(out, copy=figures(out).images - len(SPECIAL))
+    written = figures(out)
+    assert written.bytes_on_disk > written.bytes_images
     assert read_release(release_root(ctx, out), "trn")
 
 

@@ -30,6 +30,7 @@ from sc_imagenet.io.integrity import (
 )
 from sc_imagenet.io.manifest import STAGE_RECORD, read_shard, read_stage_record
 from sc_imagenet.stages import STAGES, pipeline_order
+from sc_imagenet.stages.label import LabelFigures
 from sc_imagenet.stages.train import TrainFigures
 
 BUILT = [s for s in pipeline_order() if s != "report"]
@@ -85,11 +86,17 @@ def categories_shard(out: Path) -> Path:
     return out / "manifests" / "categories" / "part-00000.parquet"
 
 
+def consistency_image_shard(out: Path) -> Path:
+    """A shard of `consistency`'s second table (one row per image), beside the stage's own."""
+    return sorted((out / "manifests" / "consistency" / "_images").glob("wnid=*/part-00000.parquet"))[0]
+
+
 def release_file(out: Path) -> Path:
     return sorted((out / "export" / "SC-ImageNet" / "PairAnnotation" / "trn").glob("*.json"))[0]
 
 
-TARGETS = {"label": label_shard, "categories": categories_shard, "export": release_file}
+TARGETS = {"label": label_shard, "categories": categories_shard, "consistency": consistency_image_shard,
+           "export": release_file}
 DAMAGE = {"truncated": truncate, "flipped": flip, "deleted": Path.unlink}
 
 
@@ -114,7 +121,7 @@ def test_damaged_file_is_named_and_only_it_is_rebuilt(finished: dict, tmp_path: 
     record = read_stage_record(out / "manifests" / stage)
     assert record.content_hash == finished["hashes"][stage]
     if stage == "label":  # every other category's shard was kept
-        assert record.extra["shards_skipped"] == record.shards - 1
+        assert LabelFigures.of(record).shards_skipped == record.shards - 1
     assert any("repaired: its rows are unchanged" in line for line in log)
     assert all(s["state"] == "complete" and not s["damage"] for s in stage_states(out, verify=True)
                if s["stage"] in BUILT)
@@ -134,7 +141,7 @@ def test_corrupt_stage_record_is_damage_and_rebuilt_from_the_whole_shards(finish
     record = read_stage_record(out / "manifests" / stage)
     assert record.content_hash == finished["hashes"][stage]
     if stage == "label":
-        assert record.extra["shards_skipped"] == record.shards  # no category relabelled
+        assert LabelFigures.of(record).shards_skipped == record.shards  # no category relabelled
 
 
 @pytest.mark.parametrize("how", ["truncated", "flipped"])
@@ -151,7 +158,8 @@ def test_corrupt_generator_checkpoint_is_rebuilt_from_the_resume_point(finished:
     assert [s for s, was in skipped.items() if not was] == ["train"], log
     record = read_stage_record(out / "manifests" / "train")
     assert file_xxh3(ckpt) == original and record.content_hash == finished["hashes"]["train"]
-    assert record.extra["resumed_from_step"] == record.extra["steps"]  # no step trained again
+    trained = TrainFigures.of(record)
+    assert trained.resumed_from_step == trained.steps  # no step trained again
 
 
 def test_damaged_inventory_is_damage(finished: dict, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from sc_imagenet.matching.builder import load_generator
 from sc_imagenet.matching.cascade import grid_masks
 from sc_imagenet.matching.geometry import pixels_to_index
 from sc_imagenet.matching.predictor import PairLabel
-from sc_imagenet.stages.label import LabelStage, keep_on_foreground
+from sc_imagenet.stages.label import LabelFigures, LabelStage, keep_on_foreground
 from sc_imagenet.stages.single_instance import SingleInstanceStage, foreground_provider
 from sc_imagenet.stages.train import TrainFigures
 
@@ -95,10 +95,10 @@ def test_every_kept_image_gets_its_edges_flows_and_candidates(built: dict, tmp_p
         for gi, g in enumerate(groups):
             assert set(cat[cat.group == gi].src_id) == set(g)
             assert (cat[cat.group == gi].groupby("src_id").size() == len(g) - 1).all()
-    ext = result.record.extra
-    assert ext["edges"] == ext["pair_forwards"] == len(df) and ext["images"] == ext["images_encoded"] == len(kept)
-    assert ext["groups"] == df.groupby(["wnid", "group"]).ngroups and ext["categories"] == 3
-    assert ext["device"] == "cpu" and ext["seconds_per_edge"] > 0 and ext["foreground"] == "box"
+    ext = LabelFigures.of(result.record)
+    assert ext.edges == ext.pair_forwards == len(df) and ext.images == ext.images_encoded == len(kept)
+    assert ext.groups == df.groupby(["wnid", "group"]).ngroups and ext.categories == 3
+    assert ext.device == "cpu" and ext.seconds_per_edge > 0 and ext.foreground == "box"
     assert result.record.rows_by_status == {"ok": len(df)} and len(result.summary) == 3
 
     provider = foreground_provider(plan.stage_dir("single_instance"), plan.data_root, "box")
@@ -156,14 +156,15 @@ def test_resume_keeps_finished_category_shards(built: dict, tmp_path: Path) -> N
     redo.unlink()
     (sdir / "_stage.json").unlink()  # a run killed after two categories
     _, resumed = run_label(project)
-    assert not resumed.skipped and resumed.record.extra["shards_skipped"] == 2
+    figures = LabelFigures.of(resumed.record)
+    assert not resumed.skipped and figures.shards_skipped == 2
     assert redo.exists() and shard_fingerprint(redo) == plan.fingerprints["label"]
     assert all(p.stat().st_mtime_ns == mtimes[p] for p in shards if p != redo)
-    assert resumed.record.rows == first.record.rows and resumed.record.extra["edges"] == first.record.extra["edges"]
-    assert resumed.record.extra["pair_forwards"] == pq.read_metadata(redo).num_rows  # only the redone category
+    assert resumed.record.rows == first.record.rows and figures.edges == LabelFigures.of(first.record).edges
+    assert figures.pair_forwards == pq.read_metadata(redo).num_rows  # only the redone category
     # a setting that changes what is computed reruns every category
     _, changed = run_label(project, {"label": {**LABEL, "candidates": 4}})
-    assert changed.record.extra["shards_skipped"] == 0
+    assert LabelFigures.of(changed.record).shards_skipped == 0
     assert max(len(s) for s in read_manifest(sdir, columns=["scores"]).column("scores").to_pylist()) <= 4
 
 
@@ -212,13 +213,14 @@ def test_unreadable_images_and_small_categories(tmp_path: Path) -> None:
     assert by_wnid[wnids[1]] == {"wnid": wnids[1], "kept": 0, "images": 0, "groups": 0, "edges": 0,
                                  "unreadable": 0, "too_few_images": 0}
     assert by_wnid[wnids[2]]["unreadable"] == 1 and by_wnid[wnids[2]]["too_few_images"] == 2
-    assert result.record.extra["categories_with_edges"] == 1
+    assert LabelFigures.of(result.record).categories_with_edges == 1
 
 
 def test_foreground_source_none_and_unknown(built: dict, tmp_path: Path) -> None:
     project = copy_out(built, tmp_path)
     _, result = run_label(project, {"label": {**LABEL, "foreground": "none"}})
-    assert result.record.extra["foreground"] == "none" and result.record.extra["edges"] > 0
+    figures = LabelFigures.of(result.record)
+    assert figures.foreground == "none" and figures.edges > 0
     with pytest.raises(ConfigError, match=r"label\.foreground: unknown foreground source 'nope'"):
         run_label(project, {"label": {**LABEL, "foreground": "nope"}})
 

@@ -16,6 +16,7 @@ from sc_imagenet.config import BuildConfig, ConfigError, load_config
 from sc_imagenet.dataset.graph import group_sizes, regroup
 from sc_imagenet.dataset.selection import one_direction
 from sc_imagenet.io.manifest import read_manifest, read_stage_record
+from sc_imagenet.stages.pairs import PairsFigures
 
 
 class TestRegroup:
@@ -73,7 +74,7 @@ def test_every_unordered_pair_of_a_new_clique_once(pairs_build: dict) -> None:
     pairs = read_manifest(plan.stage_dir("pairs")).to_pandas()
     select = read_manifest(plan.stage_dir("select")).to_pandas()
     label = read_manifest(plan.stage_dir("label")).to_pandas().query("status == 'ok'")
-    record = read_stage_record(plan.stage_dir("pairs"))
+    figures = PairsFigures.read(plan.stage_dir("pairs"))
     ordered_in_cliques = reused = 0
     for wnid, sel in select[select.src_selected].drop_duplicates("src_id").groupby("wnid"):
         cliques = regroup(list(zip(sel.src_id, sel.group.astype(int), strict=True)), 3)
@@ -88,13 +89,13 @@ def test_every_unordered_pair_of_a_new_clique_once(pairs_build: dict) -> None:
                     if a != b:
                         ordered_in_cliques += 1
                         reused += (a, b) in first
-    assert record.extra["edges_reused"] == reused
-    assert record.extra["edges_labelled"] == ordered_in_cliques - reused > 0  # only the new edges ran
+    assert figures.edges_reused == reused
+    assert figures.edges_labelled == ordered_in_cliques - reused > 0  # only the new edges ran
     kept = pairs[pairs.keep]
-    assert len(kept) == record.extra["pairs"] > 0
+    assert len(kept) == figures.pairs > 0
     n_selected = select[select.src_selected].src_id.nunique()
-    assert record.extra["images_selected"] == n_selected
-    assert record.extra["pairs_per_selected_image"] == round(len(kept) / n_selected, 3)
+    assert figures.images_selected == n_selected
+    assert figures.pairs_per_selected_image == round(len(kept) / n_selected, 3)
     k = pairs_build["overrides"]["select"]["keypoints"]
     assert all(len(v) == 2 * k for v in kept.src_kps) and all(len(v) == 2 * k for v in kept.trg_kps)
     assert set(pairs.reason) <= {"kept", "too_few_consistent_points"}
@@ -117,8 +118,7 @@ def test_reused_pairs_keep_labels_from_the_first_graph(pairs_build: dict) -> Non
 
 def test_release_holds_the_pairs_and_rerun_is_identical(pairs_build: dict, tmp_path: Path) -> None:
     plan = pairs_build["plan"]
-    assert read_stage_record(plan.stage_dir("export")).rows == read_stage_record(plan.stage_dir("pairs")).extra[
-        "pairs"]
+    assert read_stage_record(plan.stage_dir("export")).rows == PairsFigures.read(plan.stage_dir("pairs")).pairs
     out = tmp_path / "again"
     shutil.copytree(plan.out_dir, out, ignore=shutil.ignore_patterns("pairs", "export"))
     again = plan_build(load_config(pairs_build["profile"], pairs_build["overrides"]), "tiny", out, stages=["pairs"])
@@ -139,4 +139,4 @@ def test_off_passes_select_pairs_through(pairs_build: dict, tmp_path: Path) -> N
     cols = ["wnid", "src_id", "trg_id", "group", "split", "pair_score", "n_consistent"]
     assert got[cols].reset_index(drop=True).equals(want[cols].reset_index(drop=True))
     assert [list(v) for v in got.src_kps] == [list(v) for v in want.src_kps]
-    assert read_stage_record(off.stage_dir("pairs")).extra["edges_labelled"] == 0
+    assert PairsFigures.read(off.stage_dir("pairs")).edges_labelled == 0

@@ -95,7 +95,7 @@ def test_stage_writes_the_page_and_lists_every_file(report_build: dict) -> None:
         assert (page.parent / r.path).stat().st_size == r.bytes, r.path
     assert sorted(p.name for p in (page.parent / "img").iterdir()) == sorted(
         Path(p).name for p in rows.path if p != "index.html")
-    assert record.extra["bytes"] == rows.bytes.sum()
+    assert ReportFigures.of(record).bytes == rows.bytes.sum()
     # every gallery tier of the 3 categories with pairs; the synthetic-only plots are there
     assert set(rows[rows.kind == "figure"].path) == {"img/scores.png", "img/quality.png", "img/truth.png",
                                                      "img/training.png"}
@@ -114,7 +114,7 @@ def test_page_in_a_real_browser(report_build: dict, tmp_path: Path) -> None:
     assert {k: int(v) for k, v in view.funnel.items()} == want
     # the records agree with the manifests too
     assert want["pairs_exported"] == read_stage_record(out / "manifests" / "export").rows
-    assert want["images_selected"] == read_stage_record(out / "manifests" / "select").extra["images_selected"]
+    assert want["images_selected"] == SelectFigures.read(out / "manifests" / "select").images_selected
     assert view.missing == []
     assert view.stages["report"] == "this page" and all(
         state == "complete" for name, state in view.stages.items() if name != "report")

@@ -21,7 +21,8 @@ from sc_imagenet.io.manifest import content_hash, list_shards, read_stage_record
 from sc_imagenet.orchestration.scale_out import RunnerOptions
 from sc_imagenet.reporting import build_summary_rows
 from sc_imagenet.stages import STAGES, base, pipeline_order
-from sc_imagenet.stages.base import ShardedStage
+from sc_imagenet.stages.base import ShardedStage, StageFigures
+from sc_imagenet.stages.index import IndexFigures
 from sc_imagenet.stages.schema import volatile_columns
 
 BIN = Path(sys.executable).parent
@@ -96,7 +97,7 @@ def test_partial_stage_shows_shards_done_of_expected(project: dict, capsys: pyte
     assert "partial (1/3 shards)" in capsys.readouterr().out
     # the finalize step: the finished category is kept, the others written, `_stage.json` last
     result = execute_stage(plan, "index", log=lambda m: None, progress=False)
-    assert result.record.extra["shards_skipped"] == 1 and result.record.shards == 3
+    assert IndexFigures.of(result.record).shards_skipped == 1 and result.record.shards == 3
     assert {s["stage"]: s for s in stage_states(plan.out_dir)}["index"]["shards_done"] is None
 
 
@@ -152,8 +153,9 @@ def test_dask_build_equals_sequential_build(tmp_path: Path) -> None:
             assert content_hash(pa_.parent, [pa_], drop) == content_hash(pb.parent, [pb], drop), pb
         if name in SHARDED:
             # three categories over two single-threaded worker processes (index's are too quick to be sure)
-            assert b.extra["shard_workers"] == 2 or name == "index", name
-            assert "shard_workers" not in a.extra
+            # the build's own figures, which every stage's model holds
+            assert StageFigures.of(b).shard_workers == 2 or name == "index", name
+            assert StageFigures.of(a).shard_workers is None
 
 
 @pytest.mark.parametrize("gpus", [True, False])

@@ -20,13 +20,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pydantic import BaseModel
+from test_dataset_stages import DATASET
+from test_label import build_profile
 
-from sc_imagenet.config import BuildConfig
-from sc_imagenet.io.manifest import ShardWriter
+from sc_imagenet.build import plan_build, run_build_locally
+from sc_imagenet.config import BuildConfig, load_config
+from sc_imagenet.io.manifest import ShardWriter, read_stage_record
 from sc_imagenet.paths import REPO_ROOT
 from sc_imagenet.report.model import FUNNEL, SECTION_NEEDS
 from sc_imagenet.stages import STAGE_MODULES, STAGES, Stage, pipeline_order, register_stage
-from sc_imagenet.stages.base import ShardedStage
+from sc_imagenet.stages.base import ShardedStage, StageFigures
 from sc_imagenet.stages.docs import BEGIN, END, README, render, stage_block
 from sc_imagenet.stages.report import ReportStage
 from sc_imagenet.stages.schema import SchemaError, column, describe, manifest_schema, type_name
@@ -233,6 +236,24 @@ def attribute_problems(order: Iterable[str]) -> list[str]:
     return found
 
 
+def declared_figures(stage: Stage) -> type[StageFigures] | None:
+    return getattr(type(stage), "figures_model", None)
+
+
+def figures_problems(order: Iterable[str]) -> list[str]:
+    """Every stage declares the model of its record's `extra` (`figures_model`): its `run` validates what it writes
+    through it and readers import it, so a renamed figure fails where it is written or read, not in a later stage."""
+    found = []
+    for name in order:
+        stage = STAGES[name]
+        model = declared_figures(stage)
+        if not (isinstance(model, type) and issubclass(model, StageFigures)) or model is StageFigures:
+            found.append(f"stage {name!r} declares no figures model: set `figures_model = <Name>Figures` (a "
+                         f"StageFigures subclass declaring its record's `extra` keys) on {type(stage).__name__} "
+                         f"({_source(stage)}) and return `<Name>Figures.check(extra)` from `run`")
+    return found
+
+
 def diagram_problems(order: list[str], text: str, where: str) -> list[str]:
     """Every `first ─► … ─► last` line of a document lists exactly the stages, in pipeline order."""
     found = []
@@ -302,6 +323,30 @@ def test_every_stage_describes_itself() -> None:
     _assert_none(attribute_problems(pipeline_order()))
 
 
+@pytest.fixture(scope="module")
+def full_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic build through every stage; returns its output folder."""
+    from sc_imagenet.synth import generate_dataset
+
+    tmp = tmp_path_factory.mktemp("contract-build")
+    cfg = load_config(str(build_profile(tmp)), DATASET)
+    generate_dataset(cfg.data.root, cfg.data.synthetic, progress=False)
+    plan = plan_build(cfg, "tiny", tmp / "out")
+    run_build_locally(plan, log=lambda m: None, progress=False)
+    return plan.out_dir
+
+
+@pytest.mark.parametrize("name", pipeline_order())
+def test_every_stage_declares_the_figures_its_record_holds(full_build: Path, name: str) -> None:
+    """The stage names its figures model, and the record a real build writes validates against it and reads back
+    with the same keys (aliases such as `pck@0.1` included)."""
+    _assert_none(figures_problems([name]))
+    model = declared_figures(STAGES[name])
+    record = read_stage_record(full_build / "manifests" / name)
+    assert record is not None
+    assert model.check(record.extra) is record.extra and model.of(record).dump() == record.extra
+
+
 @pytest.mark.parametrize("doc", DIAGRAM_DOCS)
 def test_pipeline_diagrams_show_every_stage(doc: str) -> None:
     _assert_none(diagram_problems(pipeline_order(), (REPO_ROOT / doc).read_text(), doc))
@@ -319,8 +364,8 @@ def test_the_report_page_names_registered_stages() -> None:
 
 def test_the_checks_name_a_new_stage_left_out_of_every_place(tmp_path: Path) -> None:
     """A stage registered from outside sc_imagenet/stages/, with no config section, after the report, without
-    a README block, a description or a device, and absent from the diagrams and the benchmark: every check
-    names it, and only it."""
+    a README block, a description, a device or a figures model, and absent from the diagrams and the benchmark:
+    every check names it, and only it."""
     probe = _stage_class(name="new_stage", schema=manifest_schema(column("x", pa.string(), "x")), status_column="",
                          tags=("gpu",))
     probe = type("NewStage", (ShardedStage, probe), {"shard_work": None, "finalize": None})
@@ -333,6 +378,7 @@ def test_the_checks_name_a_new_stage_left_out_of_every_place(tmp_path: Path) -> 
             "report": report_problems(order),
             "readme": readme_problems(order, README.read_text()),
             "attributes": attribute_problems(order),
+            "figures": figures_problems(order),
             "diagram": diagram_problems(order, " ─► ".join(order[:-1]), "doc.md"),
             "scale": scale_pipeline_problems(order, order[:-1]),
         }

@@ -300,7 +300,6 @@ def test_ddp_two_processes_gloo_through_the_stage(tmp_path: Path) -> None:
 
     from sc_imagenet.build import plan_build, run_build_locally
     from sc_imagenet.config import load_config
-    from sc_imagenet.io.manifest import read_stage_record
 
     profile = tmp_path / "ddp.yaml"
     tiny = {"backbone": "dense-sift", "input_size": 64, "region_input_size": 32, "region_pairs": 3,
@@ -316,8 +315,8 @@ def test_ddp_two_processes_gloo_through_the_stage(tmp_path: Path) -> None:
     plan = plan_build(load_config(str(profile)), "ddp", tmp_path / "out",
                       stages="categories,index,detect,single_instance,train")
     run_build_locally(plan, log=lambda m: None, progress=False)
-    record = read_stage_record(plan.stage_dir("train"))
-    assert record.extra["steps"] == 3 and TrainFigures.of(record).checkpoint_path(plan.out_dir).is_file()
+    trained = TrainFigures.read(plan.stage_dir("train"))
+    assert trained.steps == 3 and trained.checkpoint_path(plan.out_dir).is_file()
     result = json.loads(next(plan.artifact_dir("train").rglob("result.json")).read_text())
     assert result["world_size"] == 2
     a, b = result["param_checksums"]

@@ -104,7 +104,6 @@ def image_true_accuracy(edge_src_ids: Sequence[str], truths: Sequence[LabelTruth
                      for s in image_ids])
 
 
-METHOD_IMAGE_SCORES = {"loop3": "image_consistent", "loop2": "image_fb_consistent", "score": "image_match_score"}
 METHOD_POINT_OFFSETS = {"loop3": "point_offset", "loop2": "point_fb_offset"}
 
 
@@ -140,7 +139,7 @@ def evaluate_dataset(oracle: TruthOracle, edges: pd.DataFrame, images: pd.DataFr
     `src_id, wnid, selected` and the image scores; chosen: the `select` rows (`keep`, final `src_kps`,
     `trg_kps`). Returns nested dicts of `summarize` outputs plus Spearman and the method comparison.
     """
-    from sc_imagenet.dataset.selection import select_top
+    from sc_imagenet.dataset.selection import IMAGE_SCORE_COLUMNS, select_top
 
     truths = [oracle.truth(e.src_id, e.trg_id, _points(e.src_kps), _points(e.trg_kps))
               for e in edges.itertuples(index=False)]
@@ -175,8 +174,8 @@ def evaluate_dataset(oracle: TruthOracle, edges: pd.DataFrame, images: pd.DataFr
     ids = list(images["src_id"])
     comparison: dict[str, dict[str, float]] = {}
     for method in ("loop3", "loop2", "score", "random", "oracle"):
-        if method in METHOD_IMAGE_SCORES:
-            score = images[METHOD_IMAGE_SCORES[method]].to_numpy(np.float64)
+        if method in IMAGE_SCORE_COLUMNS:
+            score = images[IMAGE_SCORE_COLUMNS[method]].to_numpy(np.float64)
         elif method == "random":
             score = np.random.default_rng([seed, 7]).random(len(images))
         else:

@@ -9,6 +9,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+# the image score each ranking (`select.rank_by`) reads, by its column in `consistency`'s image table
+IMAGE_SCORE_COLUMNS = {"loop3": "consistent", "loop2": "fb_consistent", "score": "match_score"}
+
 
 def stable_uniform(seed: int, *keys: str) -> float:
     """A uniform number in [0, 1) fixed by (seed, keys): the same on every machine and run."""

@@ -5,6 +5,10 @@ Layout of one stage (`<out>/manifests/<stage>/`):
     wnid=<wnid>/part-00000.parquet   one shard per category (hive style; the `wnid` column comes
                                      from the folder name, pandas/pyarrow/DuckDB add it on read)
     part-00000.parquet               stages that are not sharded by category
+    _<table>/wnid=<wnid>/part-00000.parquet
+                                     a stage's second table at another grain (`consistency`'s one row per
+                                     image), one shard beside each main shard; the leading underscore keeps
+                                     it out of `pandas.read_parquet(<stage dir>)`, which pyarrow skips
     _stage.json                      written LAST: the stage is complete iff it exists and its
                                      fingerprint matches the one the current config implies
 
@@ -55,6 +59,16 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
 
 def shard_path(stage_dir: Path, wnid: str | None = None) -> Path:
     return stage_dir / f"wnid={wnid}" / SHARD_NAME if wnid is not None else stage_dir / SHARD_NAME
+
+
+def table_dir(stage_dir: Path, table: str) -> Path:
+    """The folder of a stage's second table `table` (`<stage dir>/_<table>`), laid out like the stage's own."""
+    return stage_dir / f"_{table}"
+
+
+def companion_path(shard: Path, stage_dir: Path, table: str) -> Path:
+    """The shard of table `table` that belongs with the stage's `shard` (same category)."""
+    return table_dir(stage_dir, table) / Path(shard).relative_to(stage_dir)
 
 
 def dictionary_columns(schema: pa.Schema) -> list[str]:
@@ -153,9 +167,12 @@ def shard_is_current(path: Path, expected_fingerprint: str) -> bool:
 
 
 def list_shards(stage_dir: Path) -> list[Path]:
+    """The stage's own shards: files and folders starting with `.` (temporary) or `_` (records, second
+    tables) are not part of its table, as Parquet readers treat them."""
     if not stage_dir.exists():
         return []
-    return sorted(p for p in stage_dir.rglob("*.parquet") if not p.name.startswith((".", "_")))
+    return sorted(p for p in stage_dir.rglob("*.parquet")
+                  if not any(part.startswith((".", "_")) for part in p.relative_to(stage_dir).parts))
 
 
 def _defined(column: pa.ChunkedArray) -> pa.Array:

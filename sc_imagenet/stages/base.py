@@ -27,6 +27,7 @@ from sc_imagenet.io.integrity import in_build
 from sc_imagenet.io.manifest import (
     StageRecord,
     category_shards,
+    companion_path,
     read_shard,
     read_stage_record,
     shard_is_current,
@@ -62,14 +63,16 @@ class StageContext:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def split_shards(self, wnids: list[str], status_column: str = "status") -> ShardSplit:
+    def split_shards(self, wnids: list[str], status_column: str = "status",
+                     done: Callable[[str], bool] | None = None) -> ShardSplit:
         """Per-category resume: which shards an interrupted run already finished (with their row
-        counts per status) and which categories still need work."""
+        counts per status) and which categories still need work. `done(wnid)`: whether a category is
+        finished (default: its shard carries this run's fingerprint)."""
         split = ShardSplit()
         for wnid in wnids:
             path = self.shard(wnid)
             split.shards.append(path)
-            if self.shard_done(path):
+            if done(wnid) if done is not None else self.shard_done(path):
                 split.done[wnid] = count_statuses(path, status_column)[1]
             else:
                 split.todo.append((wnid, path))
@@ -117,12 +120,14 @@ class StageFigures(BaseModel):
     """The typed contract of a stage record's `extra`: each stage declares its figures as a subclass (keys that are
     not identifiers, such as `pck@0.1`, by alias), its `run` validates what it writes through it, and every other
     module reads the figures as attributes of that model. A renamed or dropped key then fails where the stage runs
-    (or a reader is tested), not at the end of a build. Undeclared keys are kept (`extra="allow"`): the build adds
-    its own (`shards_skipped`, `shard_workers`), and figures nobody reads need not be listed."""
+    (or a reader is tested), not at the end of a build. The stage names its model (`Stage.figures_model`); the
+    figures the build adds itself (`shards_skipped`, `shard_workers`) are declared here, and undeclared keys are kept
+    (`extra="allow"`): figures nobody reads need not be listed."""
 
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
 
     shards_skipped: int | None = None  # added by the build to every record, not by the stage
+    shard_workers: int | None = None  # added by the build on the Dask path: worker processes that wrote the shards
 
     @classmethod
     def check(cls, extra: dict[str, Any]) -> dict[str, Any]:
@@ -162,7 +167,8 @@ class StageFigures(BaseModel):
 
 class Stage(ABC):
     """A stage: its name, its inputs, its manifest contract (`schema`, with every column documented in
-    field metadata; see `stages/schema.py`) and `run`.
+    field metadata; see `stages/schema.py`), its record's figures (`figures_model`, the contract of `extra`)
+    and `run`.
 
     partitioned: one shard per category under `wnid=<id>/` (the `wnid` column comes from the folder);
     otherwise one `part-00000.parquet`. status_column: the column `rows_by_status` counts.
@@ -171,17 +177,31 @@ class Stage(ABC):
     name: ClassVar[str]
     schema_version: ClassVar[int]
     schema: ClassVar[pa.Schema]
+    figures_model: ClassVar[type[StageFigures]]  # the model of its record's `extra`, which readers import
     partitioned: ClassVar[bool] = True
     status_column: ClassVar[str] = "status"
     inputs: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
     tags: ClassVar[tuple[str, ...]] = ()  # e.g. ("gpu",): Prefect task tags, for concurrency limits / Dask resources
+    # second tables at another grain (name → schema): one shard beside each of the stage's own shards, under
+    # `_<name>/` (`io.manifest.companion_path`), written before it, so a finished shard implies its companions
+    tables: ClassVar[dict[str, pa.Schema]] = {}
 
     @classmethod
     def columns(cls, *names: str) -> list[str]:
         """Column names of this stage's manifest, checked against its schema: a reader written as
         `SingleInstanceStage.columns("image_id", "box")` fails on import if the column goes away."""
         return select_columns(cls.schema, names, cls.name, cls.partitioned)
+
+    @classmethod
+    def table_columns(cls, table: str, *names: str) -> list[str]:
+        """`columns` for the stage's second table `table`."""
+        return select_columns(cls.tables[table], names, f"{cls.name}/_{table}", cls.partitioned)
+
+    @classmethod
+    def companions(cls, shard: Path, stage_dir: Path) -> list[Path]:
+        """The second tables' shards that belong with `shard`."""
+        return [companion_path(shard, stage_dir, t) for t in cls.tables]
 
     @abstractmethod
     def fingerprint_payload(self, cfg: BuildConfig, data_root: Path) -> dict[str, Any]:
@@ -272,12 +292,17 @@ class ShardedStage(Stage):
     def finalize(self, ctx: StageContext, results: list[ShardResult], shared: Shared) -> StageOutput:
         """The stage output from every category's report (`results`, in `shard_keys` order)."""
 
+    def shard_current(self, ctx: StageContext, wnid: str) -> bool:
+        """Category `wnid` was finished with this fingerprint: its shard and its second tables' shards."""
+        path = ctx.shard(wnid)
+        return all(ctx.shard_done(p) for p in (path, *self.companions(path, ctx.stage_dir)))
+
     def run_shard(self, ctx: StageContext, wnid: str, shared: Shared,
                   advance: Callable[[int], None] = lambda n: None) -> ShardResult:
         """One category, idempotent: a shard already written with this fingerprint is only counted (no model
         loaded, nothing rewritten); otherwise it is written (again) from scratch, atomically."""
         path = ctx.shard(wnid)
-        if ctx.shard_done(path):
+        if self.shard_current(ctx, wnid):
             rows, by_status = count_statuses(path, self.status_column)
             return ShardResult(wnid, rows, by_status, skipped=True)
         return self.shard_work(ctx, wnid, path, shared, advance)
@@ -285,7 +310,8 @@ class ShardedStage(Stage):
     def run(self, ctx: StageContext) -> StageOutput:
         """The sequential path: every category in this process (`shard_threads` at a time), one progress bar."""
         wnids = self.shard_keys(ctx)
-        split = ctx.split_shards(wnids, self.status_column)  # logs how many an interrupted run finished
+        # logs how many an interrupted run finished
+        split = ctx.split_shards(wnids, self.status_column, lambda w: self.shard_current(ctx, w))
         todo = [wnid for wnid, _ in split.todo]
         shared = run_scoped(lambda: self.load_shared(ctx))
         bar = tqdm(total=self.progress_total(ctx, todo), desc=self.name, unit=self.unit, disable=not ctx.progress)

@@ -20,7 +20,7 @@ from sc_imagenet.config import BuildConfig, ConfigError
 from sc_imagenet.io.manifest import ShardWriter, file_sha256
 from sc_imagenet.io.scan import list_files
 from sc_imagenet.paths import CATEGORY_LISTS_DIR
-from sc_imagenet.stages.base import Stage, StageContext, StageOutput, register_stage
+from sc_imagenet.stages.base import Stage, StageContext, StageFigures, StageOutput, register_stage
 from sc_imagenet.stages.schema import column, manifest_schema
 
 SCHEMA = manifest_schema(
@@ -34,6 +34,17 @@ SCHEMA = manifest_schema(
            "`folder` (`categories.list: null`)"),
     column("n_images", pa.int64(), "non-hidden files in `<root>/<wnid>/` (0 if the folder is missing)", "files"),
 )
+
+
+class CategoriesFigures(StageFigures):
+    """`categories`' record: how many categories the list and the overrides keep, and how many images they hold."""
+
+    kept: int  # categories kept (`keep` rows)
+    removed: int  # categories dropped
+    kept_with_images: int  # kept categories with at least one file under the data root
+    images_in_kept: int  # files in the kept categories' folders (before `index` checks them)
+    removed_by_reason: dict[str, int]  # dropped categories per `reason` (`scene`, `unlisted`, `override`, …)
+
 
 def category_list_path(name_or_path: str) -> Path:
     p = Path(name_or_path)
@@ -64,6 +75,7 @@ class CategoriesStage(Stage):
     name = "categories"
     schema_version = 1
     schema = SCHEMA
+    figures_model = CategoriesFigures
     partitioned = False
     status_column = ""  # rows_by_status counts decisions: `keep` and `drop:<reason>`
     description = "manual category filtering (curated keep-list + overrides)"
@@ -101,4 +113,5 @@ class CategoriesStage(Stage):
                  "kept_with_images": int((kept["n_images"] > 0).sum()),
                  "images_in_kept": int(kept["n_images"].sum()), "removed_by_reason": by_reason}
         summary = [{"decision": k, "categories": v} for k, v in status.items()]
-        return StageOutput(rows=len(table), rows_by_status=status, shards=[path], extra=extra, summary=summary)
+        return StageOutput(rows=len(table), rows_by_status=status, shards=[path],
+                           extra=CategoriesFigures.check(extra), summary=summary)

@@ -3,10 +3,13 @@ stored flows; no edge is recomputed. Scores per candidate point, per pair and pe
 
 One category at a time: its label shard is read once, every flow and candidate decoded into flat
 float32 arrays (`dataset.loops.EdgeBank`), and each source image's loops are array lookups
-(`dataset.loops.image_consistency`). One output row per label row, in the label shard's order:
-edges get scores (NaN where nothing enters them: an edge no drawn loop ends at is `no_loops`, its
-loop scores NaN, its forward-backward and match scores still set), non-edge rows pass their status
-through with null scores.
+(`dataset.loops.image_consistency`). Two tables per category:
+- the stage's own, one row per label row, in the label shard's order: edges get their pair and point
+  scores (NaN where nothing enters them: an edge no drawn loop ends at is `no_loops`, its loop scores
+  NaN, its forward-backward and match scores still set), non-edge rows pass their status through with
+  null scores;
+- `_images/` (`IMAGE_SCHEMA`), one row per source image with at least one edge: its loops and its
+  scores, the figures `select` ranks images by.
 """
 
 from __future__ import annotations
@@ -14,9 +17,9 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -25,7 +28,7 @@ import pyarrow.compute as pc
 from sc_imagenet.boxes import object_size
 from sc_imagenet.config import BuildConfig
 from sc_imagenet.dataset.loops import EdgeBank, FlowBank, image_consistency
-from sc_imagenet.io.manifest import ShardWriter, category_shards, read_shard, shard_path
+from sc_imagenet.io.manifest import ShardWriter, category_shards, companion_path, read_shard, shard_path
 from sc_imagenet.stages.base import (
     ShardedStage,
     ShardResult,
@@ -61,15 +64,21 @@ SCHEMA = manifest_schema(
     column("pair_fb_consistent", pa.float32(), "fraction of candidates with forward-backward offset ≤ threshold",
            "[0, 1]"),
     column("pair_match_score", pa.float32(), "mean candidate confidence of the edge"),
-    column("image_loops", pa.int32(), "loops actually run for the source image (≤ consistency.loops)"),
-    column("image_offset_mean", pa.float32(), "source image: mean loop offset over all its loops and points", SIZES),
-    column("image_offset_median", pa.float32(), "source image: median loop offset", SIZES),
-    column("image_consistent", pa.float32(), "source image: fraction of loop offsets ≤ threshold (its score)",
-           "[0, 1]"),
-    column("image_fb_consistent", pa.float32(), "source image: fraction of its candidates with forward-backward "
-           "offset ≤ threshold", "[0, 1]"),
-    column("image_match_score", pa.float32(), "source image: mean candidate confidence over its edges"),
 )
+IMAGE_SCHEMA = manifest_schema(
+    column("image_id", pa.string(), "source image id (an image with at least one edge)"),
+    column("group", pa.int32(), "its clique of the pair graph"),
+    column("edges", pa.int32(), "its edges (targets in its clique)"),
+    column("loops", pa.int32(), "loops actually run for the image (≤ consistency.loops)"),
+    column("offset_mean", pa.float32(), "mean loop offset over all its loops and points", SIZES),
+    column("offset_median", pa.float32(), "median loop offset over all its loops and points", SIZES),
+    column("consistent", pa.float32(), "fraction of its loop offsets ≤ consistency.threshold (its score)",
+           "[0, 1]"),
+    column("fb_consistent", pa.float32(), "fraction of its candidates with forward-backward offset ≤ threshold",
+           "[0, 1]"),
+    column("match_score", pa.float32(), "mean candidate confidence over its edges"),
+)
+IMAGES = "images"  # the second table's name: `<stage dir>/_images/wnid=<id>/part-00000.parquet`
 
 
 class ConsistencyFigures(StageFigures):
@@ -89,8 +98,10 @@ class ConsistencyFigures(StageFigures):
 @register_stage
 class ConsistencyStage(ShardedStage):
     name = "consistency"
-    schema_version = 1
+    schema_version = 2
     schema = SCHEMA
+    figures_model = ConsistencyFigures
+    tables: ClassVar[dict[str, pa.Schema]] = {IMAGES: IMAGE_SCHEMA}
     inputs = ("label", "single_instance")
     description = "closed-loop consistency I_s → I_m → I_t → I_s over the stored flows"
     unit = "img"
@@ -125,15 +136,21 @@ class ConsistencyStage(ShardedStage):
         sizes = object_sizes(read_kept_images(ctx.inputs["single_instance"], KEPT_COLUMNS, wnids=[wnid]))
         scores = score_category(bank, sizes, loops=c.loops, threshold=c.threshold, seed=ctx.cfg.seed,
                                 on_image=lambda: advance(1), where=where)
+        # the image table first: the stage's own shard, written last, marks the category finished
+        with ShardWriter(companion_path(path, ctx.stage_dir, IMAGES), IMAGE_SCHEMA, ctx.fingerprint,
+                         self.schema_version) as writer:
+            writer.write_table(image_rows(base, scores))
         with ShardWriter(path, SCHEMA, ctx.fingerprint, self.schema_version) as writer:
             writer.write_many(output_rows(base, bank, scores, where))
         counts = status_counts(base, scores)
-        info = {"images": len({src for src, _ in bank.index}), "seconds": time.perf_counter() - t0}
+        info = {"images": len(scores.images), "seconds": time.perf_counter() - t0}
         return ShardResult(wnid, sum(counts.values()), counts, info=info)
 
     def finalize(self, ctx: StageContext, results: list[ShardResult], shared: Shared) -> StageOutput:
         c = ctx.cfg.consistency
-        per_category = [category_summary(r.wnid, read_shard(ctx.shard(r.wnid), columns=SUMMARY_COLUMNS), c.loops)
+        per_category = [category_summary(r.wnid, read_shard(ctx.shard(r.wnid), columns=[STATUS]),
+                                         read_shard(companion_path(ctx.shard(r.wnid), ctx.stage_dir, IMAGES),
+                                                    columns=SUMMARY_COLUMNS), c.loops)
                         for r in results]
         fresh = [r.info for r in results if not r.skipped]
         done, seconds = sum(i["images"] for i in fresh), sum(i["seconds"] for i in fresh)
@@ -159,14 +176,17 @@ LABEL_COLUMNS = LabelStage.columns("src_id", "trg_id", "group", "status", "src_w
 SRC_ID, TRG_ID, GROUP, STATUS = LABEL_COLUMNS[:4]
 BASE_COLUMNS = [SRC_ID, TRG_ID, GROUP, STATUS]
 KEPT_COLUMNS = ["image_id", "box"]  # read_kept_images checks them against single_instance's schema
-SUMMARY_COLUMNS = ConsistencyStage.columns("src_id", "status", "image_loops", "image_consistent")
+SUMMARY_COLUMNS = ConsistencyStage.table_columns(IMAGES, "loops", "consistent")
 EDGE = "ok"  # the label status of an edge row
 POINT_COLUMNS = ("point_offset", "point_consistent", "point_fb_offset")
-INT_COLUMNS = ("loops", "image_loops")
 FLOAT_COLUMNS = ("pair_offset_mean", "pair_offset_median", "pair_consistent", "pair_fb_consistent",
-                 "pair_match_score", "image_offset_mean", "image_offset_median", "image_consistent",
-                 "image_fb_consistent", "image_match_score")
-assert {*POINT_COLUMNS, *INT_COLUMNS, *FLOAT_COLUMNS} == set(SCHEMA.names) - set(BASE_COLUMNS)
+                 "pair_match_score")
+assert {*POINT_COLUMNS, "loops", *FLOAT_COLUMNS} == set(SCHEMA.names) - set(BASE_COLUMNS)
+# image table column → `dataset.loops.ImageConsistency` field
+IMAGE_FIGURES = {"offset_mean": "image_offset_mean", "offset_median": "image_offset_median",
+                 "consistent": "image_consistent", "fb_consistent": "image_fb_consistent",
+                 "match_score": "image_match_score"}
+assert {"image_id", "group", "edges", "loops", *IMAGE_FIGURES} == set(IMAGE_SCHEMA.names)
 
 
 def source_images(base: pa.Table) -> list[str]:
@@ -223,11 +243,13 @@ def edge_bank(edges: pa.Table, where: str = "") -> EdgeBank:
 @dataclass
 class CategoryScores:
     """The loop check of every edge of a category, in `EdgeBank` order: per-edge columns `(E,)`
-    (`INT_COLUMNS`, `FLOAT_COLUMNS`; image columns repeated on each edge of the image) and
-    per-candidate columns `(P,)` in the bank's candidate layout (`POINT_COLUMNS`)."""
+    (`loops`, `FLOAT_COLUMNS`) and per-candidate columns `(P,)` in the bank's candidate layout
+    (`POINT_COLUMNS`); and per source image (sorted ids), its edges, loops run and `IMAGE_FIGURES`."""
 
     edge: dict[str, np.ndarray]
     point: dict[str, np.ndarray]
+    images: list[str] = field(default_factory=list)
+    image: dict[str, list[float]] = field(default_factory=dict)
 
 
 def score_category(bank: EdgeBank, sizes: dict[str, float], *, loops: int, threshold: float, seed: int,
@@ -235,8 +257,8 @@ def score_category(bank: EdgeBank, sizes: dict[str, float], *, loops: int, thres
     """Every source image's loops (its group = the targets of its edges, a clique in which every
     ordered pair is an edge); images in id order, each drawing with its own seeded generator."""
     n_edges, n_points = len(bank.flows), len(bank.scores)
-    edge = {c: np.zeros(n_edges, np.int64) for c in INT_COLUMNS}
-    edge.update({c: np.full(n_edges, np.nan) for c in FLOAT_COLUMNS})
+    edge = {"loops": np.zeros(n_edges, np.int64), **{c: np.full(n_edges, np.nan) for c in FLOAT_COLUMNS}}
+    image: dict[str, list[float]] = {c: [] for c in ("edges", "loops", *IMAGE_FIGURES)}
     point = {c: np.full(n_points, np.nan, np.float32) for c in POINT_COLUMNS}
     targets: dict[str, list[str]] = defaultdict(list)
     for src, trg in bank.index:
@@ -249,16 +271,27 @@ def score_category(bank: EdgeBank, sizes: dict[str, float], *, loops: int, thres
         res = image_consistency(src, sorted(targets[src]), bank, sizes, loops=loops, threshold=threshold, seed=seed)
         e = np.array([bank.edge(src, t) for t in res.targets], np.int64)
         edge["loops"][e] = res.pair_loops
-        edge["image_loops"][e] = res.loops_run
         for c in FLOAT_COLUMNS:
-            edge[c][e] = getattr(res, c)  # a pair array, or an image scalar broadcast to its edges
+            edge[c][e] = getattr(res, c)
+        image["edges"].append(len(e))
+        image["loops"].append(res.loops_run)
+        for c, name in IMAGE_FIGURES.items():
+            image[c].append(getattr(res, name))
         where_points = np.concatenate([np.arange(a, a + n) for a, n in zip(bank.kps_start[e], bank.kps_count[e],
                                                                            strict=True)])
         for c in POINT_COLUMNS:
             point[c][where_points] = np.concatenate(getattr(res, c))
         if on_image is not None:
             on_image()
-    return CategoryScores(edge, point)
+    return CategoryScores(edge, point, sorted(targets), image)
+
+
+def image_rows(base: pa.Table, scores: CategoryScores) -> pa.Table:
+    """The category's image table (`IMAGE_SCHEMA`): one row per source image, its clique from its edge rows."""
+    edges = base.filter(pc.equal(base[STATUS], EDGE))
+    group = dict(zip(edges[SRC_ID].to_pylist(), edges[GROUP].to_pylist(), strict=True))
+    columns = {"image_id": scores.images, "group": [group[i] for i in scores.images], **scores.image}
+    return pa.table(columns, schema=IMAGE_SCHEMA)
 
 
 def output_rows(base: pa.Table, bank: EdgeBank, scores: CategoryScores, where: str = "") -> Iterator[dict[str, Any]]:
@@ -274,8 +307,7 @@ def output_rows(base: pa.Table, bank: EdgeBank, scores: CategoryScores, where: s
             raise ValueError(f"label manifest ({where}): edge row {row[SRC_ID]} → {row[TRG_ID]} was not read")
         a, n = int(bank.kps_start[e]), int(bank.kps_count[e])
         loops = int(scores.edge["loops"][e])
-        out = {**row, STATUS: "ok" if loops else "no_loops"}
-        out.update({c: int(scores.edge[c][e]) for c in INT_COLUMNS})
+        out = {**row, STATUS: "ok" if loops else "no_loops", "loops": loops}
         out.update({c: float(scores.edge[c][e]) for c in FLOAT_COLUMNS})
         out.update({c: scores.point[c][a:a + n].tolist() for c in POINT_COLUMNS})
         yield out
@@ -288,18 +320,13 @@ def status_counts(base: pa.Table, scores: CategoryScores) -> dict[str, int]:
     return {k: v for k, v in counts.items() if v}
 
 
-def category_summary(wnid: str, table: pa.Table, loops: int) -> dict[str, Any]:
-    """Summary row of one written shard (fresh or kept from an interrupted run)."""
-    status = table["status"].to_pylist()
-    edge = [s in ("ok", "no_loops") for s in status]
-    per_image: dict[str, tuple[int, float]] = {}
-    for src, is_edge, n, score in zip(table["src_id"].to_pylist(), edge, table["image_loops"].to_pylist(),
-                                      table["image_consistent"].to_pylist(), strict=True):
-        if is_edge:
-            per_image[src] = (n, score)
-    n_loops = [n for n, _ in per_image.values()]
-    scores = [s for _, s in per_image.values() if s is not None and np.isfinite(s)]
-    return {"wnid": wnid, "images": len(per_image), "edges": sum(edge),
+def category_summary(wnid: str, edges: pa.Table, images: pa.Table, loops: int) -> dict[str, Any]:
+    """Summary row of one written category (fresh or kept from an interrupted run): its statuses from the
+    stage's own shard, its images from the image table."""
+    status = edges[STATUS].to_pylist()
+    n_loops = images["loops"].to_pylist()
+    scores = [s for s in images["consistent"].to_pylist() if s is not None and np.isfinite(s)]
+    return {"wnid": wnid, "images": len(n_loops), "edges": sum(s in ("ok", "no_loops") for s in status),
             "no_loops_edges": sum(s == "no_loops" for s in status), "loops_run": sum(n_loops),
             "min_loops": min(n_loops) if n_loops else 0,
             "images_with_fewer_loops": sum(n < loops for n in n_loops),

@@ -85,6 +85,7 @@ class DetectStage(ShardedStage):
     name = "detect"
     schema_version = 2  # 2: box became list<float32> (was fixed_size_list[4])
     schema = SCHEMA
+    figures_model = DetectFigures
     inputs = ("index",)
     description = "object detection (ultralytics), every detection above detect.conf_floor"
     tags = ("gpu",)

@@ -16,6 +16,8 @@ import re
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+
 from sc_imagenet.paths import REPO_ROOT
 from sc_imagenet.stages import STAGES, Stage, pipeline_order
 from sc_imagenet.stages.schema import PARTITION_COLUMN, PARTITION_DESCRIPTION, describe, type_name
@@ -37,13 +39,22 @@ def stage_block(stage: Stage) -> str:
     head = f"Layout: {layout} · schema version {stage.schema_version}"
     if stage.status_column:
         head += f" · `rows_by_status` counts `{stage.status_column}`"
-    lines = [head, "", "| column | type | unit / convention | meaning |", "|---|---|---|---|"]
-    if stage.partitioned:
+    lines = [head, "", *_column_table(stage.schema, stage.partitioned)]
+    for table, schema in stage.tables.items():
+        where = "`_{t}/wnid=<wnid>/part-00000.parquet`" if stage.partitioned else "`_{t}/part-00000.parquet`"
+        lines += ["", f"Second table `{table}`: {where.format(t=table)}, one shard beside each of the stage's "
+                  f"(`pandas.read_parquet(\"<stage dir>/_{table}\")`)", "", *_column_table(schema, stage.partitioned)]
+    return "\n".join(lines)
+
+
+def _column_table(schema: pa.Schema, partitioned: bool) -> list[str]:
+    lines = ["| column | type | unit / convention | meaning |", "|---|---|---|---|"]
+    if partitioned:
         lines.append(f"| {PARTITION_COLUMN} | string (partition) |  | {_cell(PARTITION_DESCRIPTION)} |")
-    for field in stage.schema:
+    for field in schema:
         meaning, unit = describe(field)
         lines.append(f"| {field.name} | {type_name(field.type)} | {_cell(unit)} | {_cell(meaning)} |")
-    return "\n".join(lines)
+    return lines
 
 
 def _block_pattern(name: str) -> re.Pattern[str]:

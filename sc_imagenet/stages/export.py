@@ -72,6 +72,7 @@ class ExportStage(Stage):
     name = "export"
     schema_version = 1
     schema = SCHEMA
+    figures_model = ExportFigures
     partitioned = False
     inputs = ("pairs",)
     description = "the SC-ImageNet release (public CATs/DHPF loader layout)"

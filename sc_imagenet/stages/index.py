@@ -22,6 +22,7 @@ from sc_imagenet.stages.base import (
     ShardResult,
     Shared,
     StageContext,
+    StageFigures,
     StageOutput,
     merge_counts,
     register_stage,
@@ -82,11 +83,20 @@ def scan_category(task: ScanTask) -> ScanResult:
     return ScanResult(task.wnid, sum(counts.values()), dict(counts))
 
 
+class IndexFigures(StageFigures):
+    """`index`'s record: how many categories were scanned, and why files are unusable."""
+
+    categories: int  # category shards (kept categories)
+    workers: int  # threads this run scanned categories with
+    bad_by_reason: dict[str, int]  # unusable files per `status` (every status but `ok`)
+
+
 @register_stage
 class IndexStage(ShardedStage):
     name = "index"
     schema_version = 1
     schema = SCHEMA
+    figures_model = IndexFigures
     inputs = ("categories",)
     description = "scan and verify every image of the kept categories"
 
@@ -124,5 +134,5 @@ class IndexStage(ShardedStage):
                     "bad": r.rows - r.by_status.get("ok", 0)} for r in sorted(results, key=lambda r: r.wnid)]
         todo = sum(not r.skipped for r in results)
         extra = {"categories": len(results), "workers": self.shard_threads(ctx, todo), "bad_by_reason": bad}
-        return StageOutput(rows, by_status, [ctx.shard(r.wnid) for r in results], len(results) - todo, extra,
-                           summary)
+        return StageOutput(rows, by_status, [ctx.shard(r.wnid) for r in results], len(results) - todo,
+                           IndexFigures.check(extra), summary)

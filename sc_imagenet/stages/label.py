@@ -28,6 +28,7 @@ from sc_imagenet.stages.base import (
     ShardResult,
     Shared,
     StageContext,
+    StageFigures,
     StageOutput,
     merge_counts,
     register_stage,
@@ -84,11 +85,32 @@ def generator_settings(cfg: BuildConfig) -> dict[str, Any]:
             "foreground": lab.foreground}
 
 
+class LabelFigures(StageFigures):
+    """`label`'s record: the pair graph's size and the labelling work (counters of this run: categories kept from
+    an interrupted run are not counted again)."""
+
+    images: int  # kept images that got edges
+    groups: int  # cliques, summed over the categories
+    edges: int  # ordered pairs labelled (`ok` rows)
+    unreadable: int  # kept images that no longer decode (no edges)
+    too_few_images: int  # kept images of categories with fewer than 3 readable ones (no edges)
+    categories: int
+    categories_with_edges: int
+    pair_forwards: int  # edges through the pair head in this run
+    images_encoded: int  # backbone encodings in this run (once per image per clique)
+    seconds_per_edge: float | None  # labelling wall time per pair forward (model loading left out); None: none ran
+    device: str | None  # where the generator ran; None when no category ran it
+    amp: bool | None  # bf16 autocast; None when no category ran the generator
+    foreground: str  # the foreground source that constrained the matches (`label.foreground`)
+    empty_foreground_masks: int  # masks that covered no feature cell (matched unconstrained instead)
+
+
 @register_stage
 class LabelStage(GeneratorStage):
     name = "label"
     schema_version = 1
     schema = SCHEMA
+    figures_model = LabelFigures
     inputs = ("single_instance", "train")
     description = "pseudo-labels and dense flows on every edge of a per-category pair graph"
     unit = "edge"
@@ -147,7 +169,7 @@ class LabelStage(GeneratorStage):
         }
         rows = sum(by_status.values())
         return StageOutput(rows, by_status, [ctx.shard(r.wnid) for r in results], len(results) - len(fresh),
-                           extra, summary)
+                           LabelFigures.check(extra), summary)
 
 
 KEPT_COLUMNS = ["image_id", "rel_path", "width", "height"]

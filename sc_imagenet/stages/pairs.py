@@ -33,6 +33,7 @@ from sc_imagenet.stages.base import (
     ShardResult,
     Shared,
     StageContext,
+    StageFigures,
     StageOutput,
     merge_counts,
     register_stage,
@@ -73,11 +74,29 @@ LABEL_COLUMNS = LabelStage.columns("src_id", "trg_id", "group", "status", "src_w
 IMAGE_INFO = ["image_id", "rel_path", "box", "width", "height"]
 
 
+class PairsFigures(StageFigures):
+    """`pairs`' record: the release's pairs (one direction per unordered pair) and the labelling work of this run
+    (categories kept from an interrupted run are not counted again)."""
+
+    group_size: int  # `pairs.group_size` (0: `select`'s kept pairs passed through)
+    pairs: int  # kept pairs (= unordered pairs: one direction each)
+    pairs_by_split: dict[str, int]  # kept pairs per split (`trn`, `val`)
+    images_selected: int  # images `select` selected (the second graph's nodes)
+    pairs_per_selected_image: float  # the paper's 794,612 / 113,516 = 7.0
+    pairs_reused: int  # kept pairs both of whose directions `label` had labelled
+    edges_reused: int  # ordered edges of the new cliques taken from `label`'s manifest
+    edges_labelled: int  # ordered edges the generator labelled here (new to the second graph)
+    images_encoded: int  # backbone encodings for those edges
+    # the categories' wall time (loop check included, model loading left out) per labelled edge; None: none labelled
+    seconds_per_edge: float | None
+
+
 @register_stage
 class PairsStage(GeneratorStage):
     name = "pairs"
     schema_version = 1
     schema = SCHEMA
+    figures_model = PairsFigures
     status_column = "reason"
     inputs = ("select", "label", "single_instance", "train")
     description = "the release's pairs: selected images grouped again, new edges labelled, one direction each"
@@ -137,7 +156,7 @@ class PairsStage(GeneratorStage):
         }
         summary = [{"reason": k, "pairs": v} for k, v in sorted(by_reason.items())]
         return StageOutput(sum(by_reason.values()), by_reason, [ctx.shard(r.wnid) for r in results],
-                           len(results) - len(fresh), extra, summary)
+                           len(results) - len(fresh), PairsFigures.check(extra), summary)
 
 
 def passed_through(ctx: StageContext, wnid: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:

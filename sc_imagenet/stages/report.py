@@ -31,6 +31,7 @@ from sc_imagenet.io.manifest import (
     read_shard,
     read_stage_record,
     shard_path,
+    table_dir,
 )
 from sc_imagenet.report import (
     PAGE,
@@ -56,7 +57,7 @@ from sc_imagenet.stages.base import (
     register_stage,
 )
 from sc_imagenet.stages.categories import CategoriesStage
-from sc_imagenet.stages.consistency import ConsistencyFigures, ConsistencyStage
+from sc_imagenet.stages.consistency import IMAGES, ConsistencyFigures, ConsistencyStage
 from sc_imagenet.stages.detect import DetectStage
 from sc_imagenet.stages.export import ExportFigures, ExportStage
 from sc_imagenet.stages.index import IndexStage
@@ -98,6 +99,7 @@ class ReportStage(Stage):
     name = "report"
     schema_version = 1
     schema = SCHEMA
+    figures_model = ReportFigures
     partitioned = False
     status_column = "kind"
     # every stage registered before it: the report reads them all and must run after them, and
@@ -147,10 +149,12 @@ DETECT_COLUMNS = DetectStage.columns("image_id", "status", "conf", "box", "class
 LABEL_COUNT_COLUMNS = LabelStage.columns("wnid", "src_id", "trg_id", "status", "error")
 LABEL_POINT_COLUMNS = LabelStage.columns("src_id", "trg_id", "status", "src_kps", "trg_kps")
 CONSISTENCY_EDGE_COLUMNS = ConsistencyStage.columns("src_id", "trg_id", "status", "pair_consistent",
-                                                    "pair_offset_median", "point_offset", "image_consistent")
+                                                    "pair_offset_median", "point_offset")
+CONSISTENCY_IMAGE_COLUMNS = ConsistencyStage.table_columns(IMAGES, "wnid", "image_id", "consistent")
 SELECT_COLUMNS = SelectStage.columns("wnid", "src_id", "trg_id", "src_selected", "src_score", "keep", "reason",
                                      "src_kps")
-SELECT_POINT_COLUMNS = SelectStage.columns("src_id", "trg_id", "keep", "reason", "src_kps", "trg_kps")
+SELECT_POINT_COLUMNS = SelectStage.columns("src_id", "trg_id", "keep", "reason", "src_kps", "trg_kps",
+                                           "candidates")
 EXPORT_COLUMNS = ExportStage.columns("wnid", "src_id", "trg_id")
 TRAIN_COLUMNS = TrainStage.columns("step", "L_I", "L_R", "L_P", "total")
 EDGE = ("ok", "no_loops")  # consistency statuses of an edge
@@ -480,9 +484,7 @@ def _pair_view(wnid: str, tier: str, e: pd.Series, sel: pd.DataFrame | None, pat
     if row is not None and bool(row["keep"]):
         src, trg = _points(row["src_kps"]), _points(row["trg_kps"])
         # colour the final keypoints by their candidates' loop offsets (whatever select.rank_by was)
-        idx = [np.flatnonzero((cand_src == p).all(axis=1) & (cand_trg == q).all(axis=1)) for p, q in zip(src, trg,
-                                                                                                         strict=True)]
-        offs = np.array([offsets[i[0]] if len(i) and i[0] < len(offsets) else np.nan for i in idx], np.float64)
+        offs = np.array([offsets[i] if i < len(offsets) else np.nan for i in row["candidates"]], np.float64)
         what = f"final keypoints ({len(src)})"
     else:
         k = min(keypoints, len(cand_src))
@@ -555,13 +557,16 @@ def _scores(data: ReportData, b: _Build, cfg: BuildConfig, data_root: Path, t: d
                                f"{s.fraction:.0%} per {s.scope if s.scope == 'category' else 'build'}, ranked by "
                                f"{rank_by}); {counts[2]} pairs kept.")
         return
-    cons = read_manifest(b.dir("consistency"), columns=ConsistencyStage.columns("wnid", "src_id", "status",
-                                                                                "image_consistent")).to_pandas()
-    cons = cons[cons["status"].isin(EDGE)].drop_duplicates(["wnid", "src_id"])
-    data.image_scores = pd.DataFrame({"wnid": cons["wnid"].to_numpy(), "src_id": cons["src_id"].to_numpy(),
-                                      "score": cons["image_consistent"].to_numpy(np.float64)})
+    images = _image_table(b)
+    data.image_scores = pd.DataFrame({"wnid": images["wnid"].to_numpy(), "src_id": images["image_id"].to_numpy(),
+                                      "score": images["consistent"].to_numpy(np.float64)})
     data.score_label = SCORE_LABELS["loop3"].format(thr=thr)
     data.selection_note = "select is not built yet: no selection cut."
+
+
+def _image_table(b: _Build) -> pd.DataFrame:
+    """`consistency`'s image table: one row per source image with an edge."""
+    return read_manifest(table_dir(b.dir("consistency"), IMAGES), columns=CONSISTENCY_IMAGE_COLUMNS).to_pandas()
 
 
 def _truth(data: ReportData, b: _Build, cfg: BuildConfig, data_root: Path, t: dict[str, Any]) -> None:
@@ -584,13 +589,13 @@ def _truth(data: ReportData, b: _Build, cfg: BuildConfig, data_root: Path, t: di
     for o, tr in zip(offsets, truths, strict=True):
         if len(o) != len(tr.error):
             raise ValueError("consistency point_offset and label candidates differ in length")
-    images = edges.drop_duplicates(["wnid", "src_id"])
-    acc = image_true_accuracy(edges["src_id"], truths, images["src_id"])
-    score = images["image_consistent"].to_numpy(np.float64)
+    images = _image_table(b)
+    acc = image_true_accuracy(edges["src_id"], truths, images["image_id"])
+    score = images["consistent"].to_numpy(np.float64)
     selected = None
     if t["select"] is not None:
         sel = t["select"].drop_duplicates(["wnid", "src_id"]).set_index(["wnid", "src_id"])["src_selected"]
-        selected = np.array([bool(sel.get((w, s), False)) for w, s in zip(images["wnid"], images["src_id"],
+        selected = np.array([bool(sel.get((w, s), False)) for w, s in zip(images["wnid"], images["image_id"],
                                                                            strict=True)])
     data.truth = TruthData(point_offset=np.concatenate(offsets) if offsets else np.zeros(0),
                            point_error=np.concatenate([tr.error for tr in truths]) if truths else np.zeros(0),

@@ -18,10 +18,23 @@ import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from sc_imagenet.config import BuildConfig
-from sc_imagenet.dataset.selection import choose_points, select_top, stable_uniform, val_groups
-from sc_imagenet.io.manifest import ShardWriter, category_shards, read_shard, shard_is_current, shard_path
+from sc_imagenet.dataset.selection import (
+    IMAGE_SCORE_COLUMNS,
+    choose_points,
+    select_top,
+    stable_uniform,
+    val_groups,
+)
+from sc_imagenet.io.manifest import (
+    ShardWriter,
+    category_shards,
+    companion_path,
+    read_shard,
+    shard_is_current,
+    shard_path,
+)
 from sc_imagenet.stages.base import Stage, StageContext, StageFigures, StageOutput, merge_counts, register_stage
-from sc_imagenet.stages.consistency import ConsistencyStage
+from sc_imagenet.stages.consistency import IMAGES, ConsistencyStage
 from sc_imagenet.stages.label import LabelStage
 from sc_imagenet.stages.schema import column, manifest_schema
 from sc_imagenet.stages.single_instance import read_kept_images
@@ -50,6 +63,9 @@ SCHEMA = manifest_schema(
            f"flattened `(select.keypoints, 2)`, target {PIXELS}"),
     column("point_offset", pa.list_(pa.float32()), "the final keypoints' median loop offsets (null unless kept)",
            "`(select.keypoints,)`, units of the source object's size"),
+    column("candidates", pa.list_(pa.int32()), "the final keypoints' positions among the edge's candidates (label "
+           "order: `label`'s `src_kps`, `trg_kps`, `scores` and `consistency`'s per-point columns; null unless "
+           "kept)", "`(select.keypoints,)`, 0-based"),
     column("src_rel_path", pa.string(), "source image path relative to the data root"),
     column("trg_rel_path", pa.string(), "target image path relative to the data root"),
     column("src_box", pa.list_(pa.float32()), "source object's detected box", f"4 values `[x1, y1, x2, y2]`, {PIXELS}"),
@@ -83,8 +99,9 @@ class SelectFigures(StageFigures):
 @register_stage
 class SelectStage(Stage):
     name = "select"
-    schema_version = 1
+    schema_version = 2
     schema = SCHEMA
+    figures_model = SelectFigures
     status_column = "reason"
     inputs = ("consistency", "label", "single_instance")
     description = "top images by consistency, final pairs and their keypoints, trn/val split"
@@ -206,11 +223,10 @@ def kept_pair_counts(shards: list[Path]) -> KeptPairs:
     return out
 
 
-RANK_COLUMNS = {"loop3": "image_consistent", "loop2": "image_fb_consistent", "score": "image_match_score"}
 PAIR_COLUMNS = {"loop3": "pair_consistent", "loop2": "pair_fb_consistent", "score": "pair_match_score"}
 POINT_COLUMNS = {"loop3": "point_offset", "loop2": "point_fb_offset"}
-IMAGE_COLUMNS = ConsistencyStage.columns("wnid", "src_id", "group", "status", *RANK_COLUMNS.values(),
-                                         "image_offset_mean")
+IMAGE_COLUMNS = ConsistencyStage.table_columns(IMAGES, "image_id", "group", *IMAGE_SCORE_COLUMNS.values(),
+                                               "offset_mean")
 EDGE_COLUMNS = ConsistencyStage.columns("src_id", "trg_id", "group", "status", *PAIR_COLUMNS.values(),
                                         *POINT_COLUMNS.values())
 LABEL_COLUMNS = LabelStage.columns("src_id", "trg_id", "status", "src_kps", "trg_kps", "scores")
@@ -219,21 +235,21 @@ EDGE_STATUSES = ("ok", "no_loops")
 
 
 def image_table(consistency_dir: Path, rank_by: str, seed: int) -> pd.DataFrame:
-    """One row per source image with an edge: wnid, src_id, group and its ranking `score`. Read one category
-    shard at a time (the image columns repeat on every edge row), so memory holds images, not edges."""
+    """One row per source image with an edge (`consistency`'s image table): wnid, src_id, group, its figures
+    and its ranking `score`."""
     parts = []
     for wnid in category_shards(consistency_dir):
-        t = read_shard(shard_path(consistency_dir, wnid), columns=IMAGE_COLUMNS[1:],
-                          filters=pc.field("status").isin(list(EDGE_STATUSES))).to_pandas()
-        t = t.drop_duplicates("src_id")
+        t = read_shard(companion_path(shard_path(consistency_dir, wnid), consistency_dir, IMAGES),
+                       columns=IMAGE_COLUMNS).to_pandas().rename(columns={"image_id": "src_id"})
         t.insert(0, "wnid", wnid)
         parts.append(t)
-    images = (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=IMAGE_COLUMNS))
+    images = (pd.concat(parts, ignore_index=True) if parts
+              else pd.DataFrame(columns=["wnid", "src_id", *IMAGE_COLUMNS[1:]]))
     images = images.sort_values(["wnid", "src_id"]).reset_index(drop=True)
     if rank_by == "random":
         images["score"] = [stable_uniform(seed, "rank", i) for i in images["src_id"]]
     else:
-        images["score"] = images[RANK_COLUMNS[rank_by]].astype(np.float64)
+        images["score"] = images[IMAGE_SCORE_COLUMNS[rank_by]].astype(np.float64)
     return images
 
 
@@ -293,6 +309,7 @@ def select_pairs(edges: pd.DataFrame, images: pd.DataFrame, val: set[tuple[str, 
             "trg_kps": trg_kps[pick].reshape(-1).tolist() if pick is not None else None,
             "point_offset": (np.asarray(e.point_offset, np.float32)[pick].tolist()
                              if pick is not None and rank_by == "loop3" else None),
+            "candidates": pick.tolist() if pick is not None else None,
             **{f"{side}_{c}": getattr(e, f"{side}_{c}") for side in ("src", "trg") for c in ("rel_path", "box",
                                                                                           "width", "height")},
         })
@@ -304,8 +321,8 @@ def select_pairs(edges: pd.DataFrame, images: pd.DataFrame, val: set[tuple[str, 
     for pairs in by_src.values():
         pairs.sort(key=lambda r: (-(r["pair_score"] if np.isfinite(r["pair_score"]) else -np.inf), r["trg_id"]))
         for r in pairs[pairs_per_image:]:
-            r.update(keep=False, reason="over_pairs_per_image", src_kps=None, trg_kps=None, point_offset=None)
+            r.update(keep=False, reason="over_pairs_per_image")
     for r in rows:
         if not r["keep"]:
-            r.update(src_kps=None, trg_kps=None, point_offset=None)
+            r.update(src_kps=None, trg_kps=None, point_offset=None, candidates=None)
     return rows

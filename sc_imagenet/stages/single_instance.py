@@ -93,6 +93,7 @@ class SingleInstanceStage(Stage):
     name = "single_instance"
     schema_version = 2  # 2: box became list<float32> (was fixed_size_list[4])
     schema = SCHEMA
+    figures_model = SingleInstanceFigures
     status_column = "reason"
     inputs = ("index", "detect")
     description = "keep images with exactly one confident object"

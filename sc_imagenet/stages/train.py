@@ -139,6 +139,7 @@ class TrainStage(Stage):
     name = "train"
     schema_version = 2
     schema = SCHEMA
+    figures_model = TrainFigures
     partitioned = False
     inputs = ("single_instance",)
     description = "weakly supervised training of the cascaded pseudo-label generator"
