@@ -103,6 +103,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from sc_imagenet.matcher.command import run
+
+    return run(args)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """Regenerate the build report from whatever the build folder holds (partial builds included)."""
     from sc_imagenet.build import artifact_dir, resolve_data_root, stage_states
@@ -196,6 +202,8 @@ def make_parser() -> argparse.ArgumentParser:
                    "with a paired bootstrap interval (default: the first --method)")
     p.add_argument("--checkpoint", type=Path, help="trained generator (<out>/artifacts/train/generator.pt); "
                    "its backbone and input size become the default for every method")
+    p.add_argument("--matcher", type=Path, help="trained matcher (<DIR>/matcher.pt from `sc-imagenet pretrain`) for "
+                   "--method matcher")
     p.add_argument("--backbone", help="backbone registry name (default: the generator's, else dense-sift)")
     p.add_argument("--input-size", type=int, help="backbone input side (default: the generator's, else the backbone's)")
     p.add_argument("--backbone-checkpoint", type=Path, help="backbone weights (ViT backbones)")
@@ -207,6 +215,39 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", type=Path, help="write one row per keypoint here (Parquet)")
     p.add_argument("--json", type=Path, help="write the summary (every figure, skipped pairs) here")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "pretrain", help="train the reference matcher (CATs family) on a release, or fine-tune it on a labelled set",
+        description="Train the reference matcher (docs/matcher.md) on an SC-ImageNet release's trn split "
+        "(--release), or fine-tune it (--init) on a labelled set: the trn split of SPair-71k or PF-PASCAL, or a "
+        "synthetic dataset with ground truth (--benchmark … --data DIR). Writes OUT/matcher.pt and "
+        "OUT/train_log.parquet; rerunning with the same --out resumes an interrupted run, and more --epochs "
+        "continue a finished one.")
+    p.add_argument("--release", type=Path, help="an SC-ImageNet release, e.g. <out>/export/SC-ImageNet (its trn "
+                   "split; val, when not empty, is scored after every epoch)")
+    p.add_argument("--benchmark", help="fine-tune on a labelled set instead: spair, pf-pascal (their trn split; val "
+                   "scored when present) or synthetic (sc-imagenet synth output)")
+    p.add_argument("--data", type=Path, help="the --benchmark's folder, as `sc-imagenet eval --root` reads it")
+    p.add_argument("--split", help="split to train on (default trn; synthetic: all)")
+    p.add_argument("--limit", type=int, help="only the first N pairs (synthetic: N pairs sampled with --seed, "
+                   "default 100)")
+    p.add_argument("--out", required=True, type=Path, help="folder for matcher.pt and train_log.parquet")
+    p.add_argument("--init", type=Path, help="start from this matcher.pt (fine-tuning; its architecture is kept)")
+    p.add_argument("--epochs", type=int, help="epochs over the training pairs (default 10)")
+    p.add_argument("--max-steps", type=int, help="stop after N steps in all")
+    p.add_argument("--batch-size", type=int, help="pairs per step (default 8)")
+    p.add_argument("--lr", type=float, help="AdamW learning rate (default 3e-4, after 50 warm-up steps)")
+    p.add_argument("--seed", type=int, help="weights, pair order and augmentation seed (default 0)")
+    p.add_argument("--no-augment", action="store_true", help="no crop or photometric augmentation")
+    p.add_argument("--features", help="cnn (default: a small CNN trained from scratch) or a backbone registry name "
+                   "(frozen, with the learned projection on top)")
+    p.add_argument("--backbone-checkpoint", type=Path, help="weights of a ViT --features backbone")
+    p.add_argument("--grid", type=int, help="cost-volume side (default 16: a 16×16 grid on the 256×256 input)")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 50, and every epoch's end)")
+    p.add_argument("--val-pairs", type=int, help="validation pairs scored after each epoch (default 200; 0: none)")
+    p.add_argument("--workers", type=int, help="image-loading processes (default 0: in the main process)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("report", help="write the build report (HTML) for a build folder, complete or not")
     p.add_argument("--out", required=True, help="the build folder")

@@ -11,7 +11,7 @@ Layers, top to bottom (docs/architecture.md):
     wiring     cli, flows, orchestration, reporting (presentation: reads build state)
     build      build.py (plan, execute, status)
     stages     stages/
-    domain     matching, detect, foreground, synth, train, evaluate, categories
+    domain     matching, detect, foreground, synth, train, evaluate, categories, dataset, report, matcher
     io         io/ (manifests, images, scans, locks, checkpoints, atomic writes)
 
 Shared modules any layer may import: `config` (the typed build configuration), `paths`, `devices`,
@@ -25,7 +25,8 @@ Rules checked on direct imports (a module's own import statements):
 - io imports nothing from sc_imagenet but io, paths, registry and the package root;
 - domain packages never import stages, build or wiring; inside the domain, matching imports neither
   train nor evaluate (a trained generator is rebuilt by `matching.builder.load_generator`, next to
-  the model) and evaluate does not import train;
+  the model) nor matcher (the pseudo-labeller never depends on the release's consumer), and evaluate
+  does not import train;
 - stages never import build or wiring; build never imports wiring;
 - config imports only the package root, paths, registry, io and light domain *settings* modules
   (a module named `settings` or `config` inside a domain package, e.g. `matching.settings`,
@@ -52,7 +53,8 @@ ROOT = "sc_imagenet"
 WIRING = {"cli", "flows", "orchestration", "reporting"}
 BUILD = {"build"}
 STAGES = {"stages"}
-DOMAIN = {"matching", "detect", "foreground", "synth", "train", "evaluate", "categories", "dataset", "report"}
+DOMAIN = {"matching", "detect", "foreground", "synth", "train", "evaluate", "categories", "dataset", "report",
+          "matcher"}
 IO = {"io"}
 SHARED = {"config", "paths", "devices", "boxes", "registry", ""}  # "" = the package root (sc_imagenet/__init__.py)
 # every top-level module and package of sc_imagenet/ (and flows/) belongs to exactly one of these, or the rules
@@ -64,7 +66,7 @@ FORBIDDEN: dict[frozenset[str], set[str]] = {
     frozenset(DOMAIN): STAGES | BUILD | WIRING,
     frozenset(STAGES): BUILD | WIRING,
     frozenset(BUILD): WIRING,
-    frozenset({"matching"}): {"train", "evaluate"},
+    frozenset({"matching"}): {"train", "evaluate", "matcher"},
     frozenset({"evaluate"}): {"train"},
 }
 IO_MAY_IMPORT = IO | {"paths", "registry", ""}

@@ -7,6 +7,7 @@
 Coordinates everywhere: float32 (N, 2) (x, y) in original-image pixels, pixel centres at integers.
 """
 
+from sc_imagenet.evaluate import matcher as _matcher  # noqa: F401  (registers "matcher")
 from sc_imagenet.evaluate.generator import evaluate_generator_vs_mnn, generator_transfer  # registers "generator"
 from sc_imagenet.evaluate.methods import (
     Method,

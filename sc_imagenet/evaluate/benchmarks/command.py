@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from sc_imagenet.devices import resolve_device
-    from sc_imagenet.evaluate import METHODS, MethodContext  # also registers "generator"
+    from sc_imagenet.evaluate import METHODS, MethodContext  # also registers "generator" and "matcher"
 
     BENCHMARKS[args.benchmark]  # unknown name: UnknownNameError listing the known ones
     for name in args.method:
@@ -77,6 +77,11 @@ def _run(args: argparse.Namespace) -> int:
         raise BenchmarkError("--method generator needs --checkpoint <out>/artifacts/train/generator.pt")
     if checkpoint is not None and not checkpoint.is_file():
         raise BenchmarkError(f"--checkpoint {checkpoint} does not exist")
+    matcher = getattr(args, "matcher", None)
+    if "matcher" in args.method and matcher is None:
+        raise BenchmarkError("--method matcher needs --matcher <DIR>/matcher.pt (written by sc-imagenet pretrain)")
+    if matcher is not None and not Path(matcher).is_file():
+        raise BenchmarkError(f"--matcher {matcher} does not exist")
     _check_output(args.predictions, "--predictions")
     _check_output(args.json, "--json")
 
@@ -95,11 +100,14 @@ def _run(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {"backbone_checkpoint": args.backbone_checkpoint}
     if checkpoint is not None:
         options["checkpoint"] = checkpoint
+    if matcher is not None:
+        options["matcher"] = Path(matcher)
     ctx = MethodContext(backbone, resolve_device(args.device), kwargs, options)
     results, columns = [], []
     for name in args.method:
         res, cols = score_benchmark(METHODS[name](ctx), bench, tuple(args.alphas), name, seed=args.seed)
-        res.update(backbone=backbone, input_size=input_size, checkpoint=None if checkpoint is None else str(checkpoint))
+        res.update(backbone=backbone, input_size=input_size, checkpoint=None if checkpoint is None else str(checkpoint),
+                   matcher=None if matcher is None else str(matcher))
         results.append(res)
         columns.append(cols)
     print(format_results(results, args.alphas))
