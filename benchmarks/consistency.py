@@ -7,16 +7,16 @@ One clique of the first `--images` kept images (by id) of the build's first cate
 pair an edge, as a `label` group is formed. Three phases, each in its own subprocess (so that each
 peak RSS is its own; the stage phase runs before and after the naive one and its times are averaged):
 
-- stage: `label`'s own group code (`LabelWork.group`: decode, foreground masks, `Generator.encode`
-  once per image in batches of `label.batch_images`, `Generator.label_pairs` over every ordered pair
-  in batches of `label.batch_pairs`, the pixel-level foreground filter, the rows as written), then
-  `consistency`'s own code on those rows (`edge_bank`, `score_category` → `image_consistency` per
-  image with `--loops` loops). Per image = total / g.
+- stage: `label`'s own group code (`LabelWork.group`: decode, foreground masks,
+  `PseudoLabelGenerator.encode` once per image in batches of `label.batch_images`,
+  `PseudoLabelGenerator.label_pairs` over every ordered pair in batches of `label.batch_pairs`, the
+  pixel-level foreground filter, the rows as written), then `consistency`'s own code on those rows
+  (`edge_bank`, `score_category` → `image_consistency` per image with `--loops` loops). Per image = total / g.
 - naive: for the first `--naive-images` images, the same (m, t) loops (`draw_loops`, `image_rng`,
-  as `image_consistency` draws them), each run from scratch: `Generator.match(I_s, I_t)` for the
-  candidates, then `Generator.flow(I_s, I_m)`, `flow(I_m, I_t)`, `flow(I_t, I_s)` (each encodes both
+  as `image_consistency` draws them), each run from scratch: `PseudoLabelGenerator.match(I_s, I_t)` for the
+  candidates, then `PseudoLabelGenerator.flow(I_s, I_m)`, `flow(I_m, I_t)`, `flow(I_t, I_s)` (each encodes both
   images and runs the pair head), composed with `loops.loop_offsets`.
-- pairhead32: `Generator.label_pairs` at the ImageNet model's grid (32×32: dense-sift at 256 px,
+- pairhead32: `PseudoLabelGenerator.label_pairs` at the ImageNet model's grid (32×32: dense-sift at 256 px,
   patch 8; random weights with the `TrainConfig` defaults the imagenet profile uses), per edge.
 
 Pair forwards are counted where they happen (a wrapper around the model's `volume`: pairs through
@@ -269,7 +269,7 @@ def phase_pairhead32(args: argparse.Namespace) -> dict[str, Any]:
     from sc_imagenet.devices import resolve_device
     from sc_imagenet.matching.builder import make_backbones
     from sc_imagenet.matching.cascade import CascadeGenerator
-    from sc_imagenet.matching.predictor import Generator, take_features
+    from sc_imagenet.matching.predictor import PseudoLabelGenerator, take_features
 
     device = resolve_device(args.device)
     torch.manual_seed(0)
@@ -279,7 +279,7 @@ def phase_pairhead32(args: argparse.Namespace) -> dict[str, Any]:
     lab = LabelConfig()
     backbone, _ = make_backbones(cfg, None, device)
     model = CascadeGenerator(backbone.out_dim, cfg).to(device)
-    gen = Generator(backbone, model, nms_cells=lab.nms_cells,
+    gen = PseudoLabelGenerator(backbone, model, nms_cells=lab.nms_cells,
                     amp=device.startswith("cuda") and lab.amp in ("auto", True))
     B = lab.batch_pairs
     rng = np.random.default_rng(0)
@@ -371,8 +371,8 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]], nv: dict[str, A
         + " / ".join(f"{r['consistency_s']:.3f}" for r in runs) + " s (rows → edge_bank → score_category → "
         "image_consistency per image)",
         f"naive (first {ni} images of the clique, the same {loops} loops each, images decoded and masks made "
-        f"beforehand, untimed): per loop 3 x Generator.flow ({nv['flow_forwards']} pair forwards, "
-        f"{nv['flow_images_encoded']} images encoded, {nv['flow_s']:.1f} s) + 1 x Generator.match for the "
+        f"beforehand, untimed): per loop 3 x PseudoLabelGenerator.flow ({nv['flow_forwards']} pair forwards, "
+        f"{nv['flow_images_encoded']} images encoded, {nv['flow_s']:.1f} s) + 1 x PseudoLabelGenerator.match for the "
         f"candidates of s → t ({nv['match_forwards']} forwards, {nv['match_images_encoded']} images encoded, "
         f"{nv['match_s']:.1f} s) + the pixel foreground filter and loops.loop_offsets ({nv['compose_s']:.2f} s)",
         "",
@@ -392,8 +392,9 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]], nv: dict[str, A
         f"stage costs: {per_edge:.4f} s per edge (label wall / edges, everything in LabelWork.group), "
         f"{demo_head:.4f} s per edge in label_pairs alone, {cons_img * 1000:.2f} ms consistency per image "
         f"({loops} loops)",
-        f"naive costs: {nv['flow_s'] / nv['flow_forwards']:.4f} s per Generator.flow, "
-        f"{nv['match_s'] / max(nv['match_forwards'], 1):.4f} s per Generator.match, {naive4_s / loops:.3f} s per loop",
+        f"naive costs: {nv['flow_s'] / nv['flow_forwards']:.4f} s per PseudoLabelGenerator.flow, "
+        f"{nv['match_s'] / max(nv['match_forwards'], 1):.4f} s per PseudoLabelGenerator.match, "
+        f"{naive4_s / loops:.3f} s per loop",
         f"peak RSS (ru_maxrss; each phase its own process, read after each step): stage {st['rss_setup']:.0f} MiB "
         f"after set-up (torch, generator, masks), {st['rss_label']:.0f} MiB after label, {st['rss_consistency']:.0f} "
         f"MiB after consistency; naive {nv['rss_setup']:.0f} MiB after set-up, {nv['rss_naive']:.0f} MiB after its "

@@ -24,7 +24,7 @@ from sc_imagenet.config import TrainConfig
 from sc_imagenet.matching.backbones import BACKBONES, Features
 from sc_imagenet.matching.builder import make_backbones
 from sc_imagenet.matching.cascade import CascadeGenerator
-from sc_imagenet.matching.predictor import Generator
+from sc_imagenet.matching.predictor import PseudoLabelGenerator
 
 TIMM_ARCH = {"ibot-vit-base-16": "vit_base_patch16_224", "dino-vit-base-16": "vit_base_patch16_224",
              "dino-vit-small-16": "vit_small_patch16_224"}
@@ -56,7 +56,7 @@ def measure(args: argparse.Namespace, size: int, ckpt: Path | None, images: list
     cfg = TrainConfig(backbone=args.backbone, input_size=size, device=args.device)
     backbone, _ = make_backbones(cfg, ckpt, args.device)
     model = CascadeGenerator(backbone.out_dim, cfg).to(args.device)
-    gen = Generator(backbone, model)
+    gen = PseudoLabelGenerator(backbone, model)
     params = sum(p.numel() for p in model.parameters())
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from sc_imagenet.build import stage_dir, stage_states
+from sc_imagenet.build_summary import print_status
 from sc_imagenet.io.integrity import INVENTORY, in_build, read_inventory
-from sc_imagenet.reporting import print_status
 from sc_imagenet.stages import pipeline_order
 
 

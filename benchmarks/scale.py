@@ -21,8 +21,8 @@ projection; `NETWORK` says which):
 - train: `train_generator` is replaced by the data path of one training run without the network: the real
   `EpochPlan` over all kept images, then `--train-steps` steps of sampling, decoding both images of every
   pair and building their foreground masks (the product's provider); it writes a placeholder checkpoint.
-- label, pairs: the generator is replaced by an object with `Generator`'s interface on ImageNet's grid (32×32,
-  iBOT ViT-B/16 at 512 px): a smooth dense flow per edge and `label.candidates` candidates with decreasing
+- label, pairs: the generator is replaced by an object with `PseudoLabelGenerator`'s interface on ImageNet's
+  grid (32×32, iBOT ViT-B/16 at 512 px): a smooth dense flow per edge and `label.candidates` candidates with decreasing
   scores. Decoding, foreground masks, the pair graphs, the pixel foreground filter, the loops and the rows are
   the stages' own.
 Everything else — graph, sampler, consistency loops, selection, split, export, report, status, resume checks,
@@ -218,7 +218,7 @@ def install_stand_ins(stats: dict[str, Any], train_steps: int) -> None:
                                                "pairs_per_s": 0.0}])
 
     class StandInGenerator:
-        """`Generator`'s interface, ImageNet's grid, no network: flows and candidates drawn from small
+        """`PseudoLabelGenerator`'s interface, ImageNet's grid, no network: flows and candidates drawn from small
         precomputed pools, so that the stand-in costs little beside the stage's own work."""
 
         def __init__(self) -> None:

@@ -17,8 +17,8 @@ DESCRIPTION = ("Build SC-ImageNet, a semantic-correspondence pre-training datase
 
 
 def _plan(args: argparse.Namespace, profile: str):
-    from flows.build_sc_imagenet import default_out
     from sc_imagenet.build import plan_build
+    from sc_imagenet.flows.build_sc_imagenet import default_out
 
     overrides = parse_overrides(args.set)
     cfg = load_config(profile, overrides, args.data_root)
@@ -43,13 +43,13 @@ def _run_flow(args: argparse.Namespace, profile: str) -> int:
 
         run_build_locally(plan, progress=sys.stderr.isatty())
     else:
-        from flows.build_sc_imagenet import build_sc_imagenet
+        from sc_imagenet.flows.build_sc_imagenet import build_sc_imagenet
 
         build_sc_imagenet(config=profile, data_root=args.data_root, out=str(plan.out_dir),
                           stages=plan.stages, force=args.force, overrides=overrides or None, verify=args.verify,
                           runner=options.runner, dask_address=options.dask_address,
                           dask_workers=options.dask_workers)
-    from sc_imagenet.reporting import print_status
+    from sc_imagenet.build_summary import print_status
 
     print_status(plan.out_dir)
     return 0
@@ -80,7 +80,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         states = stage_states(out, verify=args.verify)
         print(json.dumps(states, indent=2))
     else:
-        from sc_imagenet.reporting import print_status
+        from sc_imagenet.build_summary import print_status
 
         states = print_status(out.resolve(), verify=args.verify)
     return 3 if any(s["damage"] for s in states) else 0
@@ -138,7 +138,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from flows.build_sc_imagenet import serve_deployments
+    from sc_imagenet.flows.build_sc_imagenet import serve_deployments
 
     serve_deployments()
     return 0
@@ -200,7 +200,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", nargs="+", default=["nn"], help="registered method(s): nn, mnn, nn-rhm, generator, ...")
     p.add_argument("--reference", help="with several methods, print each one's PCK minus this one's on the same pairs "
                    "with a paired bootstrap interval (default: the first --method)")
-    p.add_argument("--checkpoint", type=Path, help="trained generator (<out>/artifacts/train/generator.pt); "
+    p.add_argument("--generator", type=Path, help="trained generator (<out>/artifacts/train/generator.pt); "
                    "its backbone and input size become the default for every method")
     p.add_argument("--matcher", type=Path, help="trained matcher (<DIR>/matcher.pt from `sc-imagenet pretrain`) for "
                    "--method matcher")

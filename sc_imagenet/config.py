@@ -147,8 +147,8 @@ class LabelConfig(StrictModel):
     )
     candidates: int = Field(
         64, ge=1, le=4096,
-        description="Pseudo-label candidates per edge (one-to-one, foreground-constrained `Generator.match`); "
-        "`select` keeps `select.keypoints` of them.",
+        description="Pseudo-label candidates per edge (one-to-one, foreground-constrained "
+        "`PseudoLabelGenerator.match`); `select` keeps `select.keypoints` of them.",
     )
     nms_cells: float = Field(1.0, ge=0, le=16, description="NMS radius between candidates, in grid cells.")
     pixel_foreground: bool = Field(

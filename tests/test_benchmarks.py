@@ -323,7 +323,7 @@ def test_cli_bad_input_exit_code_and_message(layouts: dict[str, Path], tmp_path:
         (["--benchmark", "kitti", "--root", str(tmp_path)], "unknown benchmark 'kitti'"),
         (["--benchmark", "spair", "--root", str(layouts["spair"]), "--method", "sift-flow"],
          "unknown evaluation method"),
-        (["--benchmark", "spair", "--root", str(layouts["spair"]), "--method", "generator"], "needs --checkpoint"),
+        (["--benchmark", "spair", "--root", str(layouts["spair"]), "--method", "generator"], "needs --generator"),
         (["--benchmark", "spair", "--root", str(layouts["spair"]), "--limit", "0"], "--limit must be at least 1"),
     ]
     for argv, message in cases:
@@ -463,12 +463,12 @@ def test_cli_generator_checkpoint_sets_the_baselines_backbone(layouts: dict[str,
     torch.save({"model": model.state_dict(), "settings": cfg.model_dump(mode="json")}, ckpt)
     summary = tmp_path / "s.json"
     assert cli_main(["eval", "--benchmark", "pf-willow", "--root", str(layouts["willow-mat"]), "--method", "nn",
-                     "generator", "--checkpoint", str(ckpt), "--limit", "2", "--device", "cpu",
+                     "generator", "--generator", str(ckpt), "--limit", "2", "--device", "cpu",
                      "--json", str(summary)]) == 0
     results = json.loads(summary.read_text())["results"]
     assert [(r["method"], r["backbone"], r["input_size"], r["pairs_scored"]) for r in results] == [
         ("nn", "dense-sift", 64, 2), ("generator", "dense-sift", 64, 2)]
     ckpt.write_bytes(b"not a checkpoint")
     assert cli_main(["eval", "--benchmark", "pf-willow", "--root", str(layouts["willow-mat"]), "--method", "nn",
-                     "--checkpoint", str(ckpt), "--device", "cpu"]) == 2
+                     "--generator", str(ckpt), "--device", "cpu"]) == 2
     assert "cannot be read" in capsys.readouterr().err

@@ -361,7 +361,7 @@ def test_dockerignore_leaves_out_local_state_and_keeps_what_images_need():
         assert dockerignored(path), f"{path} would be sent into the image"
     needed = ["pyproject.toml", PYPROJECT["project"]["readme"], "prefect.yaml", "models/registry.yaml",
               "models/demo-yolo-seg.pt", "manifests/README.md"]
-    needed += [str(p.relative_to(ROOT)) for pattern in ("sc_imagenet/**/*.py", "flows/*.py", "profiles/*.yaml",
+    needed += [str(p.relative_to(ROOT)) for pattern in ("sc_imagenet/**/*.py", "profiles/*.yaml",
                                                          "manifests/categories/*.csv")
                for p in ROOT.glob(pattern) if "__pycache__" not in p.parts]
     entrypoints = {d["entrypoint"].split(":")[0] for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())

@@ -193,6 +193,21 @@ def test_missing_groundtruth_is_a_clear_error(tmp_path: Path, capsys: pytest.Cap
     assert "_groundtruth" in capsys.readouterr().err
 
 
+def test_both_evaluation_clis_name_checkpoints_alike(tmp_path: Path) -> None:
+    """`--generator` is the trained generator and `--backbone-checkpoint` the backbone's weights in
+    `sc-imagenet eval` and in `python -m sc_imagenet.evaluate`; neither has an ambiguous `--checkpoint`."""
+    from sc_imagenet.cli import make_parser
+
+    flags = ["--generator", "g.pt", "--backbone-checkpoint", "w.pt"]
+    args = make_parser().parse_args(["eval", "--benchmark", "spair", "--root", str(tmp_path), *flags])
+    assert (args.generator, args.backbone_checkpoint) == (Path("g.pt"), Path("w.pt"))
+    assert main(["--root", str(tmp_path), *flags]) == 2  # parsed; stops at the missing _groundtruth/
+    for argv in (["eval", "--benchmark", "spair", "--root", str(tmp_path), "--checkpoint", "g.pt"],
+                 ["--root", str(tmp_path), "--checkpoint", "w.pt"]):
+        with pytest.raises(SystemExit):
+            (make_parser().parse_args if argv[0] == "eval" else main)(argv)
+
+
 # --- oracle, identity, dense ----------------------------------------------------------------------
 
 

@@ -1,5 +1,5 @@
 """Stage `label` on a tiny synthetic build (categories → train in seconds): the pair graph's edges, flows
-and candidates, one implementation with `Generator.flow`/`match`, per-category resume, and the rows of
+and candidates, one implementation with `PseudoLabelGenerator.flow`/`match`, per-category resume, and the rows of
 images that get no edges."""
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def test_every_kept_image_gets_its_edges_flows_and_candidates(built: dict, tmp_p
 
 
 def test_label_rows_are_the_generators_flow_and_match(built: dict, tmp_path: Path) -> None:
-    """One implementation: an edge's stored flow and candidates are `Generator.flow`/`match` on that pair."""
+    """One implementation: an edge's stored flow and candidates are `PseudoLabelGenerator.flow`/`match` on that pair."""
     project = copy_out(built, tmp_path)
     plan, _ = run_label(project)
     df = read_manifest(plan.stage_dir("label")).to_pandas()

@@ -1,17 +1,17 @@
 """The package's import graph: no cycles, and each layer imports only what lies below it.
 
-Every module under `sc_imagenet/` (and the Prefect wiring under `flows/`) is parsed with `ast`; an
-edge is every static import, wherever it sits (module top, inside a function, under
+Every module under `sc_imagenet/` (the Prefect wiring in `sc_imagenet/flows/` included) is parsed with
+`ast`; an edge is every static import, wherever it sits (module top, inside a function, under
 `if TYPE_CHECKING:`), plus `importlib.import_module("literal.name")`. Imports built from strings at
 run time (the synth package's lazy `__getattr__`, the stage registry's loop over `STAGE_MODULES`)
 are not seen.
 
 Layers, top to bottom (docs/architecture.md):
 
-    wiring     cli, flows, orchestration, reporting (presentation: reads build state)
+    wiring     cli, flows, orchestration, build_summary (presentation: reads build state)
     build      build.py (plan, execute, status)
     stages     stages/
-    domain     matching, detect, foreground, synth, train, evaluate, categories, dataset, report, matcher
+    domain     matching, detect, foreground, synth, train, evaluate, categories, dataset, report_page, matcher
     io         io/ (manifests, images, scans, locks, checkpoints, atomic writes)
 
 Shared modules any layer may import: `config` (the typed build configuration), `paths`, `devices`,
@@ -50,14 +50,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 ROOT = "sc_imagenet"
 
-WIRING = {"cli", "flows", "orchestration", "reporting"}
+WIRING = {"cli", "flows", "orchestration", "build_summary"}
 BUILD = {"build"}
 STAGES = {"stages"}
-DOMAIN = {"matching", "detect", "foreground", "synth", "train", "evaluate", "categories", "dataset", "report",
-          "matcher"}
+DOMAIN = {"matching", "detect", "foreground", "synth", "train", "evaluate", "categories", "dataset",
+          "report_page", "matcher"}
 IO = {"io"}
 SHARED = {"config", "paths", "devices", "boxes", "registry", ""}  # "" = the package root (sc_imagenet/__init__.py)
-# every top-level module and package of sc_imagenet/ (and flows/) belongs to exactly one of these, or the rules
+# every top-level module and package of sc_imagenet/ belongs to exactly one of these, or the rules
 # above would not see it: `test_every_package_has_a_layer` fails naming one that is in none
 LAYERS: dict[str, set[str]] = {"WIRING": WIRING, "BUILD": BUILD, "STAGES": STAGES, "DOMAIN": DOMAIN, "IO": IO,
                                "SHARED": SHARED}
@@ -78,14 +78,13 @@ ALLOWED: dict[tuple[str, str], str] = {}
 
 
 def module_files() -> dict[str, Path]:
-    """Module name → file, for sc_imagenet/ and flows/ (packages under their own name, not `.__init__`)."""
+    """Module name → file, for sc_imagenet/ (packages under their own name, not `.__init__`)."""
     out: dict[str, Path] = {}
-    for top in (ROOT, "flows"):
-        for path in sorted((REPO / top).rglob("*.py")):
-            parts = list(path.relative_to(REPO).with_suffix("").parts)
-            if parts[-1] == "__init__":
-                parts.pop()
-            out[".".join(parts)] = path
+    for path in sorted((REPO / ROOT).rglob("*.py")):
+        parts = list(path.relative_to(REPO).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
     return out
 
 
@@ -96,7 +95,7 @@ def _resolve_relative(importer: str, is_package: bool, level: int, module: str |
 
 
 def imported_names(importer: str, path: Path, modules: dict[str, Path]) -> Iterator[str]:
-    """Every module `importer` imports (only names in sc_imagenet/flows; `from pkg import sub` → `pkg.sub`)."""
+    """Every module `importer` imports (only names in sc_imagenet; `from pkg import sub` → `pkg.sub`)."""
     tree = ast.parse(path.read_text(), str(path))
     is_package = path.name == "__init__.py"
     for node in ast.walk(tree):
@@ -163,10 +162,8 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def layer_of(module: str) -> str:
-    """`sc_imagenet.matching.cascade` → `matching`; `sc_imagenet` → ""; `flows.x` → `flows`."""
+    """`sc_imagenet.matching.cascade` → `matching`; `sc_imagenet` → ""."""
     parts = module.split(".")
-    if parts[0] != ROOT:
-        return parts[0]
     return parts[1] if len(parts) > 1 else ""
 
 
@@ -175,7 +172,7 @@ def layer_problems(modules: Iterable[str]) -> list[str]:
     found = []
     for top in sorted({layer_of(m) for m in modules}):
         homes = [name for name, members in LAYERS.items() if top in members]
-        where = f"{ROOT}/{top}" if top != "flows" else "flows"
+        where = f"{ROOT}/{top}"
         if not homes:
             found.append(f"{where} is in no layer: add {top!r} to one of {', '.join(LAYERS)} in tests/test_layering.py "
                          "(docs/architecture.md, 'Layers'), or the import rules do not apply to it")
@@ -217,8 +214,8 @@ def graph() -> tuple[dict[str, Path], dict[str, set[str]]]:
 
 def test_the_graph_sees_the_package(graph: tuple[dict[str, Path], dict[str, set[str]]]) -> None:
     modules, direct = graph
-    assert {"sc_imagenet.config", "sc_imagenet.cli", "sc_imagenet.matching.cascade", "flows.build_sc_imagenet"} <= set(
-        modules)
+    assert {"sc_imagenet.config", "sc_imagenet.cli", "sc_imagenet.matching.cascade",
+            "sc_imagenet.flows.build_sc_imagenet"} <= set(modules)
     assert "sc_imagenet.matching.settings" in direct["sc_imagenet.config"]
     # function-level imports count: stages/train.py imports the loop inside `run`
     assert "sc_imagenet.train.loop" in direct["sc_imagenet.stages.train"]
@@ -272,7 +269,8 @@ def test_the_checks_catch_what_they_should() -> None:
         "sc_imagenet.stages.z imports sc_imagenet.build: stages must not import build",
     ]
     # a new package in no layer is named, not silently exempt from every rule
-    (problem,) = layer_problems(["sc_imagenet.io.y", "sc_imagenet.newpkg", "sc_imagenet.newpkg.x", "flows.f"])
+    (problem,) = layer_problems(["sc_imagenet.io.y", "sc_imagenet.newpkg", "sc_imagenet.newpkg.x",
+                                 "sc_imagenet.flows.f"])
     assert problem.startswith("sc_imagenet/newpkg is in no layer: add 'newpkg' to one of WIRING, BUILD")
 
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from postgres_server import LocalPostgres, find_bindir
 
-from flows.build_sc_imagenet import build_sc_imagenet, deployments
+from sc_imagenet.flows.build_sc_imagenet import build_sc_imagenet, deployments
 from sc_imagenet.orchestration.local import WORK_POOL, flow_run_id
 from sc_imagenet.paths import REPO_ROOT
 
@@ -33,7 +33,7 @@ def test_prefect_yaml_matches_served_deployments() -> None:
     for name, deployment in served.items():
         entry = from_yaml[name]
         assert _entrypoint(entry["entrypoint"], REPO_ROOT) == _entrypoint(deployment.entrypoint, Path.cwd()) == \
-            (REPO_ROOT / "flows" / "build_sc_imagenet.py", "build_sc_imagenet"), name
+            (REPO_ROOT / "sc_imagenet" / "flows" / "build_sc_imagenet.py", "build_sc_imagenet"), name
         assert entry["parameters"] == deployment.parameters, name
         assert entry["tags"] == deployment.tags, name
         assert entry["description"] == deployment.description, name

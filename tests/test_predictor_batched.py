@@ -1,4 +1,4 @@
-"""`Generator`'s batched API (`encode`, `grid_mask`, `label_pairs`): one pair-head forward per pair gives
+"""`PseudoLabelGenerator`'s batched API (`encode`, `grid_mask`, `label_pairs`): one pair-head forward per pair gives
 the dense flow and the candidates, exactly as `flow` and `match` read them; `match` and `flow` are
 bit-identical to the code they replaced."""
 
@@ -15,12 +15,12 @@ from sc_imagenet.matching.backbones.base import Features
 from sc_imagenet.matching.cascade import CascadeGenerator, grid_masks
 from sc_imagenet.matching.geometry import grid_to_pixels, index_to_pixels, pixels_to_index, soft_argmax_3x3
 from sc_imagenet.matching.pmps import hough_confidence
-from sc_imagenet.matching.predictor import Generator, PairLabel, cat_features, take_features
+from sc_imagenet.matching.predictor import PairLabel, PseudoLabelGenerator, cat_features, take_features
 from sc_imagenet.matching.settings import CascadeSettings
 
 
 @pytest.fixture(scope="module")
-def gen() -> Generator:
+def gen() -> PseudoLabelGenerator:
     """A tiny generator with random (not freshly initialised: β ≠ 0, adapter ≠ identity) parameters."""
     torch.manual_seed(0)
     backbone = create_backbone("dense-sift", input_size=64)
@@ -31,7 +31,7 @@ def gen() -> Generator:
         for b in model.beta.values():
             b.fill_(0.7)
         model.pixel_log_scale.fill_(float(np.log(20.0)))
-    return Generator(backbone, model, nms_cells=1.0)
+    return PseudoLabelGenerator(backbone, model, nms_cells=1.0)
 
 
 def _images(n: int, seed: int = 0) -> list[np.ndarray]:
@@ -56,14 +56,14 @@ def _masks(images: list[np.ndarray]) -> list[np.ndarray]:
 
 # --- the code `match` and `flow` replaced, verbatim (the reference for bit-identity) -----------------
 
-def _old_pair_features(gen: Generator, a: np.ndarray, b: np.ndarray) -> tuple[Features, Features]:
+def _old_pair_features(gen: PseudoLabelGenerator, a: np.ndarray, b: np.ndarray) -> tuple[Features, Features]:
     f = gen.backbone.encode([a, b])
     f = Features(f.tokens.to(gen.device), f.grid, f.global_token.to(gen.device))
     return (Features(f.tokens[:1], f.grid, f.global_token[:1]), Features(f.tokens[1:], f.grid, f.global_token[1:]))
 
 
 @torch.no_grad()
-def _old_match(gen: Generator, src_rgb, trg_rgb, k=32, fg_s=None, fg_t=None):
+def _old_match(gen: PseudoLabelGenerator, src_rgb, trg_rgb, k=32, fg_s=None, fg_t=None):
     src, trg = _old_pair_features(gen, src_rgb, trg_rgb)
     v = gen.model.volume(gen.level, src, trg)
     gs = grid_masks(None if fg_s is None else [fg_s], src.grid, gen.device)
@@ -76,7 +76,7 @@ def _old_match(gen: Generator, src_rgb, trg_rgb, k=32, fg_s=None, fg_t=None):
 
 
 @torch.no_grad()
-def _old_flow(gen: Generator, src_rgb, trg_rgb, hough=False, subcell=True):
+def _old_flow(gen: PseudoLabelGenerator, src_rgb, trg_rgb, hough=False, subcell=True):
     src, trg = _old_pair_features(gen, src_rgb, trg_rgb)
     v = gen.model.volume(gen.level, src, trg)
     if hough:
@@ -97,7 +97,7 @@ def _same(a: tuple, b: tuple) -> None:
         assert np.array_equal(np.asarray(x), np.asarray(y)), (x, y)
 
 
-def test_match_and_flow_are_bit_identical_to_the_code_they_replaced(gen: Generator) -> None:
+def test_match_and_flow_are_bit_identical_to_the_code_they_replaced(gen: PseudoLabelGenerator) -> None:
     a, b = _images(2)
     ma, mb = _masks([a, b])
     for k, fs, ft in [(16, None, None), (16, ma, mb), (40, ma, None), (5, None, mb)]:
@@ -109,13 +109,13 @@ def test_match_and_flow_are_bit_identical_to_the_code_they_replaced(gen: Generat
             _same(gen.flow(a, b, hough, subcell), _old_flow(gen, a, b, hough, subcell))
 
 
-def _pairs_and_features(gen: Generator, images: list[np.ndarray], batch: int):
+def _pairs_and_features(gen: PseudoLabelGenerator, images: list[np.ndarray], batch: int):
     parts = [gen.encode(images[i: i + batch]) for i in range(0, len(images), batch)]
     return cat_features(parts)
 
 
 @pytest.mark.parametrize("masked", ["all", "none", "mixed"])
-def test_label_pairs_equal_flow_and_match_per_pair(gen: Generator, masked: str) -> None:
+def test_label_pairs_equal_flow_and_match_per_pair(gen: PseudoLabelGenerator, masked: str) -> None:
     """Batched over several pairs, features from other backbone batches, grid masks computed once per
     image: each pair's read-outs are those of `flow` and `match` on that pair alone."""
     images = _images(4)
@@ -144,7 +144,7 @@ def test_label_pairs_equal_flow_and_match_per_pair(gen: Generator, masked: str) 
         assert (np.diff(o.score) <= 1e-7).all()
 
 
-def test_candidates_respect_the_foreground(gen: Generator) -> None:
+def test_candidates_respect_the_foreground(gen: PseudoLabelGenerator) -> None:
     a, b = _images(2, seed=3)
     ma, mb = _masks([a, b])
     feats = gen.encode([a, b])
@@ -160,7 +160,7 @@ def test_candidates_respect_the_foreground(gen: Generator) -> None:
     assert (fa.flatten()[pixels_to_index(free.src_xy, feats.grid, a.shape[:2])] == 0).any()  # the constraint bites
 
 
-def test_feature_helpers(gen: Generator) -> None:
+def test_feature_helpers(gen: PseudoLabelGenerator) -> None:
     images = _images(3)
     whole = gen.encode(images)
     parts = cat_features([gen.encode(images[:1]), gen.encode(images[1:])])
@@ -182,7 +182,7 @@ def test_feature_helpers(gen: Generator) -> None:
         gen.amp = False
 
 
-def test_bf16_autocast_reads_out_float32(gen: Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bf16_autocast_reads_out_float32(gen: PseudoLabelGenerator, monkeypatch: pytest.MonkeyPatch) -> None:
     """The amp path (bf16 autocast of the backbone and the pair head, CUDA only in production) exercised with
     CPU autocast: bf16 tokens flow through the helpers, the read-outs come back float32 and agree closely."""
     images = _images(3)

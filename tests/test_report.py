@@ -18,13 +18,13 @@ from test_dataset_stages import DATASET
 from test_label import build_profile
 
 from sc_imagenet.build import plan_build, run_build_locally, stage_states
+from sc_imagenet.build_summary import quality_lines
 from sc_imagenet.cli import main
 from sc_imagenet.config import load_config
 from sc_imagenet.io.manifest import STAGE_RECORD, StageRecord, read_manifest, read_stage_record
-from sc_imagenet.report import CategoryGallery, ReportData, StageView, write_report
-from sc_imagenet.report.draw import draw_pair, offset_colour
-from sc_imagenet.report.page import train_caption
-from sc_imagenet.reporting import quality_lines
+from sc_imagenet.report_page import CategoryGallery, ReportData, StageView, write_report
+from sc_imagenet.report_page.draw import draw_pair, offset_colour
+from sc_imagenet.report_page.page import train_caption
 from sc_imagenet.stages import downstream_of
 from sc_imagenet.stages.base import StageFigures
 from sc_imagenet.stages.consistency import ConsistencyFigures

@@ -15,11 +15,11 @@ from test_dataset_stages import DATASET
 from test_label import build_profile
 
 from sc_imagenet.build import execute_shard, execute_stage, plan_build, run_build_locally, stage_states
+from sc_imagenet.build_summary import build_summary_rows
 from sc_imagenet.cli import main
 from sc_imagenet.config import ConfigError, load_config
 from sc_imagenet.io.manifest import content_hash, list_shards, read_stage_record, shard_path
 from sc_imagenet.orchestration.scale_out import RunnerOptions
-from sc_imagenet.reporting import build_summary_rows
 from sc_imagenet.stages import STAGES, base, pipeline_order
 from sc_imagenet.stages.base import ShardedStage, StageFigures
 from sc_imagenet.stages.index import IndexFigures

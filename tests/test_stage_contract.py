@@ -27,7 +27,7 @@ from sc_imagenet.build import plan_build, run_build_locally
 from sc_imagenet.config import BuildConfig, load_config
 from sc_imagenet.io.manifest import ShardWriter, read_stage_record
 from sc_imagenet.paths import REPO_ROOT
-from sc_imagenet.report.model import FUNNEL, SECTION_NEEDS
+from sc_imagenet.report_page.model import FUNNEL, SECTION_NEEDS
 from sc_imagenet.stages import STAGE_MODULES, STAGES, Stage, pipeline_order, register_stage
 from sc_imagenet.stages.base import ShardedStage, StageFigures
 from sc_imagenet.stages.docs import BEGIN, END, README, render, stage_block
@@ -359,7 +359,8 @@ def test_the_scale_benchmark_times_every_stage() -> None:
 def test_the_report_page_names_registered_stages() -> None:
     named = {s for needs in SECTION_NEEDS.values() for s in needs} | {stage for _, _, stage in FUNNEL}
     unknown = sorted(named - set(STAGES))
-    assert not unknown, f"sc_imagenet/report/model.py (SECTION_NEEDS, FUNNEL) names unregistered stage(s) {unknown}"
+    assert not unknown, (f"sc_imagenet/report_page/model.py (SECTION_NEEDS, FUNNEL) names unregistered "
+                         f"stage(s) {unknown}")
 
 
 def test_the_checks_name_a_new_stage_left_out_of_every_place(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """The trained generator as an evaluation method, and its comparison with mutual nearest neighbours.
 
-    python -m sc_imagenet.evaluate --root DIR --method generator mnn --checkpoint <out>/artifacts/train/generator.pt
+    python -m sc_imagenet.evaluate --root DIR --method generator mnn --generator <out>/artifacts/train/generator.pt
 """
 
 from __future__ import annotations
@@ -16,16 +16,17 @@ from sc_imagenet.evaluate.run import evaluate
 
 def generator_transfer(checkpoint: Path, device: str = "cpu", backbone_checkpoint: Path | None = None) -> Method:
     """Dense transfer by the generator's pixel-level volume: each point moves by its source cell's
-    displacement to its sub-cell best target position (`Generator.flow`, `from_flow(mode="displacement")`)."""
+    displacement to its sub-cell best target position (`PseudoLabelGenerator.flow`,
+    `from_flow(mode="displacement")`)."""
     from sc_imagenet.matching.builder import load_generator
 
     return from_flow(load_generator(Path(checkpoint), device, backbone_checkpoint).flow, mode="displacement")
 
 
 def _factory(ctx: MethodContext) -> Method:
-    if "checkpoint" not in ctx.options:
-        raise ValueError("the generator method needs --checkpoint <generator.pt>")
-    return generator_transfer(ctx.options["checkpoint"], ctx.device, ctx.options.get("backbone_checkpoint"))
+    if "generator" not in ctx.options:
+        raise ValueError("the generator method needs --generator <generator.pt>")
+    return generator_transfer(ctx.options["generator"], ctx.device, ctx.options.get("backbone_checkpoint"))
 
 
 register_method("generator", _factory)

@@ -61,7 +61,7 @@ def nearest_neighbour_transfer(backbone: Backbone, refine: bool = False, tempera
 def nearest_neighbour_flow(backbone: Backbone, refine: bool = False, temperature: float = 0.05) -> FlowFn:
     """The backbone's dense flow: every source cell → the centre of its most cosine-similar target cell
     (with `refine`, the soft-argmax over that cell's 3×3 neighbourhood). With `from_flow(...,
-    mode="displacement")` and `refine` this is the untrained counterpart of `Generator.flow`."""
+    mode="displacement")` and `refine` this is the untrained counterpart of `PseudoLabelGenerator.flow`."""
 
     def flow(src_rgb: np.ndarray, trg_rgb: np.ndarray) -> tuple[tuple[int, int], np.ndarray]:
         sim, grid = pair_similarity(backbone, src_rgb, trg_rgb)

@@ -1,7 +1,7 @@
 """Named methods for the evaluation CLI: a registry from name to factory, so later stages add theirs.
 
     from sc_imagenet.evaluate.registry import register_method
-    register_method("generator", lambda ctx: from_matcher(load_generator(ctx.options["checkpoint"]).match))
+    register_method("generator", lambda ctx: from_matcher(load_generator(ctx.options["generator"]).match))
 
 A factory takes a `MethodContext` (the CLI's backbone choice, device and free-form options) and returns a
 method `transfer(src_rgb, trg_rgb, src_points (N, 2)) -> (N, 2)` (see `sc_imagenet.evaluate.methods`).

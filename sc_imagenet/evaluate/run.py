@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="pair-sampling seed")
     ap.add_argument("--alphas", type=float, nargs="+", default=list(DEFAULT_ALPHAS))
     ap.add_argument("--input-size", type=int, default=None, help="backbone input side (backbone default if unset)")
-    ap.add_argument("--checkpoint", type=Path, default=None, help="backbone weights (ViT backbones)")
+    ap.add_argument("--backbone-checkpoint", type=Path, default=None, help="backbone weights (ViT backbones)")
     ap.add_argument("--generator", type=Path, default=None,
                     help="trained generator checkpoint (<out>/artifacts/train/generator.pt) for --method generator")
     ap.add_argument("--device", default="cpu")
@@ -110,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     pairs = sample_eval_pairs(args.root, args.pairs, seed=args.seed)
     kwargs: dict[str, Any] = {} if args.input_size is None else {"input_size": args.input_size}
-    if args.checkpoint is not None:
-        kwargs["checkpoint"] = args.checkpoint
-    options: dict[str, Any] = {} if args.generator is None else {"checkpoint": args.generator,
-                                                                 "backbone_checkpoint": args.checkpoint}
+    if args.backbone_checkpoint is not None:
+        kwargs["checkpoint"] = args.backbone_checkpoint
+    options: dict[str, Any] = {} if args.generator is None else {"generator": args.generator,
+                                                                 "backbone_checkpoint": args.backbone_checkpoint}
     ctx = MethodContext(args.backbone, args.device, kwargs, options)
     results = {name: evaluate(METHODS[name](ctx), pairs, args.root, args.alphas, args.dense_points, args.seed)
                for name in args.method}

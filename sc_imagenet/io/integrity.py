@@ -169,10 +169,11 @@ def check_files(out_dir: Path, entries: list[FileEntry], verify: bool = False, w
     is I/O); the default check runs in this thread: a `stat` costs microseconds, less than handing it out."""
     if verify:
         with ThreadPoolExecutor(max(1, workers)) as pool:
-            problems = list(pool.map(lambda e: check_file(out_dir, e, verify), entries))
+            problems = list(pool.map(lambda entry: check_file(out_dir, entry, verify), entries))
     else:
-        problems = [check_file(out_dir, e) for e in entries]
-    return [Damage(e.path, p) for e, p in zip(entries, problems, strict=True) if p is not None]
+        problems = [check_file(out_dir, entry) for entry in entries]
+    return [Damage(entry.path, problem) for entry, problem in zip(entries, problems, strict=True)
+            if problem is not None]
 
 
 def check_inventory(out_dir: Path, path: Path, summary: InventorySummary, verify: bool = False) -> list[Damage]:

@@ -75,10 +75,10 @@ def dictionary_columns(schema: pa.Schema) -> list[str]:
     """Columns worth Parquet's dictionary encoding: all but floating-point ones (and lists of them). A float
     column — a dense flow, keypoints — has nearly no repeated values, so the dictionary is built and thrown
     away: five times the write time of a `label` row for a larger file."""
-    def floating(t: pa.DataType) -> bool:
-        while pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-            t = t.value_type
-        return pa.types.is_floating(t)
+    def floating(dtype: pa.DataType) -> bool:
+        while pa.types.is_list(dtype) or pa.types.is_large_list(dtype) or pa.types.is_fixed_size_list(dtype):
+            dtype = dtype.value_type
+        return pa.types.is_floating(dtype)
 
     return [f.name for f in schema if not floating(f.type)]
 

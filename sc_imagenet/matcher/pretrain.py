@@ -122,14 +122,14 @@ def _run_identity(source: TrainingSource, n_pairs: int, init: Path | None, cfg: 
             "config": cfg.model_dump(mode="json"), "settings": settings.run_identity()}
 
 
-def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+def _differences(stored: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
     out = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _differences(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            out.append(f"{prefix}{k} ({va!r} there, {vb!r} now)")
+    for k in sorted(set(stored) | set(current)):
+        was, now = stored.get(k), current.get(k)
+        if isinstance(was, dict) and isinstance(now, dict):
+            out += _differences(was, now, f"{prefix}{k}.")
+        elif was != now:
+            out.append(f"{prefix}{k} ({was!r} there, {now!r} now)")
     return out
 
 

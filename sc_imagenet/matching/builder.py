@@ -1,6 +1,6 @@
 """Build the generator's parts from its settings, and a trained generator from its checkpoint.
 
-    gen = load_generator(Path("<out>/artifacts/train/generator.pt"))   # → predictor.Generator
+    gen = load_generator(Path("<out>/artifacts/train/generator.pt"))   # → predictor.PseudoLabelGenerator
     image_backbone, region_backbone = make_backbones(cfg, checkpoint=None, device="cpu")
 
 A checkpoint (`generator.pt`, written by `sc_imagenet.train.loop`) stores the model's state dict and
@@ -17,7 +17,7 @@ from typing import Any
 from sc_imagenet.io.checkpoints import load_checkpoint
 from sc_imagenet.matching.backbones import Backbone, create_backbone
 from sc_imagenet.matching.cascade import CascadeGenerator
-from sc_imagenet.matching.predictor import Generator
+from sc_imagenet.matching.predictor import PseudoLabelGenerator
 from sc_imagenet.matching.settings import BackboneConfig, GeneratorConfig
 
 
@@ -29,11 +29,11 @@ def make_backbones(cfg: BackboneConfig, checkpoint: Path | None, device: str) ->
     return image, region
 
 
-def load_generator(path: Path, device: str = "cpu", backbone_checkpoint: Path | None = None) -> Generator:
-    """A trained checkpoint → `Generator` predictor (pixel level)."""
+def load_generator(path: Path, device: str = "cpu", backbone_checkpoint: Path | None = None) -> PseudoLabelGenerator:
+    """A trained checkpoint → `PseudoLabelGenerator` predictor (pixel level)."""
     state = load_checkpoint(path, map_location=device)
     cfg = GeneratorConfig.from_settings(state["settings"])
     backbone, _ = make_backbones(cfg, backbone_checkpoint, device)
     model = CascadeGenerator(backbone.out_dim, cfg).to(device)
     model.load_state_dict(state["model"])
-    return Generator(backbone, model)
+    return PseudoLabelGenerator(backbone, model)

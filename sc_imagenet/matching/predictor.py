@@ -1,6 +1,6 @@
 """The trained generator as a predictor: what the `label` and `consistency` stages call.
 
-    gen = Generator(backbone, model)
+    gen = PseudoLabelGenerator(backbone, model)
     src_xy, trg_xy, score = gen.match(src_rgb, trg_rgb, k=32)     # (k, 2), (k, 2), (k,) original pixels
     grid, trg_xy = gen.flow(src_rgb, trg_rgb)                     # (h, w), (h*w, 2) target pixel per source cell
 
@@ -67,7 +67,10 @@ def cat_features(parts: Sequence[Features]) -> Features:
                     torch.cat([p.global_token for p in parts]))
 
 
-class Generator:
+class PseudoLabelGenerator:
+    """The trained generator's read-outs in original pixels: pseudo-label candidates (`match`), the dense
+    flow (`flow`), and both for many pairs at once (`encode`, `label_pairs`)."""
+
     def __init__(self, backbone: Backbone, model: CascadeGenerator, nms_cells: float = 1.0,
                  amp: bool = False) -> None:
         self.backbone = backbone

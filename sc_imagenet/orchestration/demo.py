@@ -31,7 +31,7 @@ def run_demo_deployment(out: str | None = None, prefect_home: Path | None = None
     if result.returncode != 0:
         print(f"\nthe demo deployment run failed (exit {result.returncode}); logs: {home / 'logs'}")
         return result.returncode
-    from sc_imagenet.reporting import print_status
+    from sc_imagenet.build_summary import print_status
 
     print_status(out_dir)
     print(f"\nsynthetic data + ground truth: {out_dir / 'data'}")

@@ -69,7 +69,7 @@ def render(text: str) -> str:
         block = f"{BEGIN.format(name=name)}\n{stage_block(STAGES[name])}\n{END.format(name=name)}"
         pattern = _block_pattern(name)
         if pattern.search(text):
-            text = pattern.sub(lambda _m, b=block: b, text)
+            text = pattern.sub(lambda _m, block=block: block, text)
         else:
             text = text.rstrip("\n") + f"\n\n## `{name}`\n\n{STAGES[name].description}\n\n{block}\n"
     return text

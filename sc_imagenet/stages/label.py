@@ -38,7 +38,7 @@ from sc_imagenet.stages.single_instance import foreground_provider, read_kept_im
 
 if TYPE_CHECKING:
     from sc_imagenet.foreground.provider import ForegroundProvider
-    from sc_imagenet.matching.predictor import Generator, PairLabel
+    from sc_imagenet.matching.predictor import PairLabel, PseudoLabelGenerator
 
 PIXELS = "original-image pixels, (x, y), pixel centres at integers"
 SCHEMA = manifest_schema(
@@ -203,7 +203,7 @@ def _batches(items: list, size: int) -> Iterator[list]:
 class LoadedGenerator:
     """The trained generator on its device: `label`'s per-process shared state."""
 
-    gen: Generator
+    gen: PseudoLabelGenerator
     device: str
     amp: bool
 
@@ -241,7 +241,7 @@ class LabelWork:
     device: str | None = None
     amp: bool | None = None
 
-    def generator(self) -> Generator:
+    def generator(self) -> PseudoLabelGenerator:
         t0 = time.perf_counter()
         loaded: LoadedGenerator = self.shared()  # loads once per run or worker process; cached after
         self.load_seconds += time.perf_counter() - t0

@@ -5,7 +5,7 @@ the resolved config — written to `<out>/artifacts/report/index.html` with its 
 
 `gather_report` reads whatever a build folder holds (a stage that is not built leaves its sections
 saying so), so `sc-imagenet report` renders partial builds too; the stage runs it on a complete one.
-Rendering lives in `sc_imagenet.report`. The manifest lists every file written.
+Rendering lives in `sc_imagenet.report_page`. The manifest lists every file written.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from sc_imagenet.io.manifest import (
     shard_path,
     table_dir,
 )
-from sc_imagenet.report import (
+from sc_imagenet.report_page import (
     PAGE,
     USABLE_STATES,
     CategoryGallery,
@@ -182,7 +182,7 @@ def record_states(out_dir: Path) -> dict[str, str]:
 F = TypeVar("F", bound=StageFigures)
 
 
-class _Build:
+class BuildReader:
     """Reads one build folder's manifests, each stage only if it is usable."""
 
     def __init__(self, out_dir: Path, states: dict[str, str]) -> None:
@@ -246,38 +246,38 @@ def gather_report(out_dir: Path, cfg: BuildConfig, data_root: Path, states: dict
     the records in the folder); a stage not `complete`/`stale` is not read and its sections say so."""
     out_dir = Path(out_dir).resolve()
     states = {**record_states(out_dir), **(states or {})}
-    b = _Build(out_dir, states)
+    build = BuildReader(out_dir, states)
     data = ReportData(out_dir=out_dir, stages=stage_views(out_dir, states), funnel={},
                       synthetic=cfg.data.source == "synthetic")
-    consistency = b.figures("consistency", ConsistencyFigures)
+    consistency = build.figures("consistency", ConsistencyFigures)
     data.threshold = consistency.threshold if consistency is not None else cfg.consistency.threshold
     config = out_dir / "config.resolved.yaml"
     if config.exists():
         data.config_path, data.config_text = config, config.read_text()
-    export = b.figures("export", ExportFigures)
+    export = build.figures("export", ExportFigures)
     data.release = export.release_path(out_dir) if export is not None else None
 
     tables = {
-        "categories": b.table("categories", CATEGORY_COLUMNS),
-        "index": b.table("index", INDEX_COLUMNS),
-        "single_instance": b.table("single_instance", SINGLE_COLUMNS),
-        "label": b.images_table("label", LABEL_COUNT_COLUMNS, label_images),
-        "select": b.images_table("select", SELECT_COLUMNS, select_images),
-        "export": b.table("export", EXPORT_COLUMNS),
+        "categories": build.table("categories", CATEGORY_COLUMNS),
+        "index": build.table("index", INDEX_COLUMNS),
+        "single_instance": build.table("single_instance", SINGLE_COLUMNS),
+        "label": build.images_table("label", LABEL_COUNT_COLUMNS, label_images),
+        "select": build.images_table("select", SELECT_COLUMNS, select_images),
+        "export": build.table("export", EXPORT_COLUMNS),
     }
     data.funnel, data.per_category = funnel_counts(tables)
     for section, fill in (("gallery", _gallery), ("dropped", _dropped), ("scores", _scores), ("truth", _truth),
                           ("training", _training)):
         try:
-            fill(data, b, cfg, Path(data_root), tables)
+            fill(data, build, cfg, Path(data_root), tables)
         except Exception as exc:  # a stale manifest of another schema, a file gone: say so, show the rest
             data.notes[section] = f"could not be read: {type(exc).__name__}: {exc}"
             log(f"[report] section {section}: {data.notes[section]}")
-    if b.usable("select"):
-        select = b.figures("select", SelectFigures)
+    if build.usable("select"):
+        select = build.figures("select", SelectFigures)
         data.quality = select.quality if select is not None else None
-    data.problems = b.problems + [f"{k}: {v}" for k, v in data.notes.items() if v.startswith("could not be read")]
-    for problem in b.problems:
+    data.problems = build.problems + [f"{k}: {v}" for k, v in data.notes.items() if v.startswith("could not be read")]
+    for problem in build.problems:
         log(f"[report] {problem}")
     return data
 
@@ -301,10 +301,10 @@ def stage_views(out_dir: Path, states: dict[str, str]) -> list[StageView]:
     return views
 
 
-def funnel_counts(t: dict[str, pd.DataFrame | None]) -> tuple[dict[str, int | None], pd.DataFrame | None]:
+def funnel_counts(tables: dict[str, pd.DataFrame | None]) -> tuple[dict[str, int | None], pd.DataFrame | None]:
     """The funnel's numbers (None where the stage is not built) and the same counts per category.
     Images are counted as distinct (wnid, image id); every number is a count of manifest rows."""
-    cats, index, single, label, select, export = (t[k] for k in ("categories", "index", "single_instance", "label",
+    cats, index, single, label, select, export = (tables[k] for k in ("categories", "index", "single_instance", "label",
                                                                  "select", "export"))
     parts: dict[str, pd.Series] = {}
 
@@ -319,32 +319,32 @@ def funnel_counts(t: dict[str, pd.DataFrame | None]) -> tuple[dict[str, int | No
         parts[key] = unique.groupby("wnid").size()
         return len(unique)
 
-    f: dict[str, int | None] = {}
-    f["categories"] = None if cats is None else len(cats)
-    f["categories_kept"] = None if cats is None else int(cats["keep"].sum())
-    f["images_indexed"] = None if index is None else per_wnid("images_indexed", index, ["image_id"])
-    f["images_readable"] = None if index is None else per_wnid("images_readable", index[index["status"] == "ok"],
+    funnel: dict[str, int | None] = {}
+    funnel["categories"] = None if cats is None else len(cats)
+    funnel["categories_kept"] = None if cats is None else int(cats["keep"].sum())
+    funnel["images_indexed"] = None if index is None else per_wnid("images_indexed", index, ["image_id"])
+    funnel["images_readable"] = None if index is None else per_wnid("images_readable", index[index["status"] == "ok"],
                                                                ["image_id"])
-    f["images_single_instance"] = None if single is None else per_wnid(
+    funnel["images_single_instance"] = None if single is None else per_wnid(
         "images_single_instance", single[single["keep"].astype(bool)], ["image_id"])
     edges = None if label is None else label[label["status"] == "ok"]
-    f["images_labelled"] = None if edges is None else per_wnid("images_labelled", edges, ["src_id"])
-    f["pairs_labelled"] = None if edges is None else per_wnid("pairs_labelled", edges, total="edges")
-    f["images_selected"] = None if select is None else per_wnid(
+    funnel["images_labelled"] = None if edges is None else per_wnid("images_labelled", edges, ["src_id"])
+    funnel["pairs_labelled"] = None if edges is None else per_wnid("pairs_labelled", edges, total="edges")
+    funnel["images_selected"] = None if select is None else per_wnid(
         "images_selected", select[select["src_selected"].astype(bool)], ["src_id"])
-    f["pairs_selected"] = None if select is None else per_wnid("pairs_selected", select, total="kept_pairs")
-    f["keypoints"] = None if select is None else int(select["keypoints"].sum())
+    funnel["pairs_selected"] = None if select is None else per_wnid("pairs_selected", select, total="kept_pairs")
+    funnel["keypoints"] = None if select is None else int(select["keypoints"].sum())
     if export is None:
-        f["images_exported"] = f["pairs_exported"] = None
+        funnel["images_exported"] = funnel["pairs_exported"] = None
     else:
         ids = pd.concat([export[["wnid", "src_id"]].rename(columns={"src_id": "id"}),
                          export[["wnid", "trg_id"]].rename(columns={"trg_id": "id"})])
-        f["images_exported"] = per_wnid("images_exported", ids, ["id"])
-        f["pairs_exported"] = per_wnid("pairs_exported", export)
+        funnel["images_exported"] = per_wnid("images_exported", ids, ["id"])
+        funnel["pairs_exported"] = per_wnid("pairs_exported", export)
 
     wnids = sorted(set(cats["wnid"]) if cats is not None else set().union(*(set(s.index) for s in parts.values())))
     if not wnids:
-        return f, None
+        return funnel, None
     per = pd.DataFrame({"wnid": wnids})
     if cats is not None:
         per = per.merge(cats[["wnid", "name", "keep", "reason"]], on="wnid", how="left")
@@ -356,7 +356,7 @@ def funnel_counts(t: dict[str, pd.DataFrame | None]) -> tuple[dict[str, int | No
     per = per.astype({c: "object" for c in parts})
     for key in parts:
         per.loc[~per["keep"].astype(bool), key] = None
-    return f, per
+    return funnel, per
 
 
 def label_images(shard: pa.Table) -> pd.DataFrame:
@@ -417,19 +417,19 @@ def _tiers(n_edges: int, per_tier: int) -> list[tuple[str, int]]:
     return out
 
 
-def _gallery(data: ReportData, b: _Build, cfg: BuildConfig, data_root: Path, t: dict[str, Any]) -> None:
+def _gallery(data: ReportData, build: BuildReader, cfg: BuildConfig, data_root: Path, tables: dict[str, Any]) -> None:
     if data.missing_for("gallery"):
         return
-    label = t["label"]
+    label = tables["label"]
     edges = label[label["status"] == "ok"]
     n_edges = edges.groupby("wnid")["edges"].sum()
     with_edges = sorted(n_edges.index)
     names = {}
-    if t["categories"] is not None:
-        names = dict(zip(t["categories"]["wnid"], t["categories"]["name"], strict=True))
-        kept = sorted(t["categories"].loc[t["categories"]["keep"].astype(bool), "wnid"])
+    if tables["categories"] is not None:
+        names = dict(zip(tables["categories"]["wnid"], tables["categories"]["name"], strict=True))
+        kept = sorted(tables["categories"].loc[tables["categories"]["keep"].astype(bool), "wnid"])
     else:
-        kept = sorted(set(t["index"]["wnid"]) if t["index"] is not None else set(label["wnid"]))
+        kept = sorted(set(tables["index"]["wnid"]) if tables["index"] is not None else set(label["wnid"]))
     for wnid in kept:
         if wnid in n_edges.index:
             continue
@@ -437,8 +437,8 @@ def _gallery(data: ReportData, b: _Build, cfg: BuildConfig, data_root: Path, t: 
         if len(rows):
             why = "; ".join(sorted({f"{r.status}: {r.error}" if r.error else r.status for r in rows.itertuples()}))
         else:
-            n_single = 0 if t["single_instance"] is None else int(
-                (t["single_instance"]["wnid"].eq(wnid) & t["single_instance"]["keep"].astype(bool)).sum())
+            n_single = 0 if tables["single_instance"] is None else int(
+                (tables["single_instance"]["wnid"].eq(wnid) & tables["single_instance"]["keep"].astype(bool)).sum())
             why = f"{n_single} single-instance images" if n_single == 0 else "no label rows"
         data.no_pairs.append((wnid, why))
     r = cfg.report
@@ -450,36 +450,36 @@ def _gallery(data: ReportData, b: _Build, cfg: BuildConfig, data_root: Path, t: 
     else:
         chosen = _spread(with_edges, r.categories)
     oracle = _oracle(data, data_root)
-    with_select = b.usable("select")
+    with_select = build.usable("select")
     galleries = []
     for wnid in chosen:
-        cons = b.shard("consistency", wnid, CONSISTENCY_EDGE_COLUMNS)
+        cons = build.shard("consistency", wnid, CONSISTENCY_EDGE_COLUMNS)
         cons = cons[cons["status"].isin(EDGE) & cons["pair_consistent"].notna()]
-        lab = b.shard("label", wnid, LABEL_POINT_COLUMNS)
+        lab = build.shard("label", wnid, LABEL_POINT_COLUMNS)
         lab = lab[lab["status"] == "ok"].drop(columns="status")
-        e = cons.drop(columns="status").merge(lab, on=["src_id", "trg_id"], how="inner", validate="one_to_one")
-        e = e.sort_values(["pair_consistent", "pair_offset_median", "src_id", "trg_id"],
-                          ascending=[False, True, True, True], na_position="last").reset_index(drop=True)
+        ranked = cons.drop(columns="status").merge(lab, on=["src_id", "trg_id"], how="inner", validate="one_to_one")
+        ranked = ranked.sort_values(["pair_consistent", "pair_offset_median", "src_id", "trg_id"],
+                                    ascending=[False, True, True, True], na_position="last").reset_index(drop=True)
         sel = None
         if with_select:
-            sel = b.shard("select", wnid, SELECT_POINT_COLUMNS).set_index(["src_id", "trg_id"])
-        si = b.shard("single_instance", wnid, SingleInstanceStage.columns("image_id", "rel_path"))
+            sel = build.shard("select", wnid, SELECT_POINT_COLUMNS).set_index(["src_id", "trg_id"])
+        si = build.shard("single_instance", wnid, SingleInstanceStage.columns("image_id", "rel_path"))
         paths = dict(zip(si["image_id"], si["rel_path"], strict=True))
         pairs = []
-        for tier, pos in _tiers(len(e), r.pairs_per_tier):
-            pairs.append(_pair_view(wnid, tier, e.iloc[pos], sel, paths, data_root, cfg.select.keypoints, oracle))
+        for tier, pos in _tiers(len(ranked), r.pairs_per_tier):
+            pairs.append(_pair_view(wnid, tier, ranked.iloc[pos], sel, paths, data_root, cfg.select.keypoints, oracle))
         galleries.append(CategoryGallery(wnid, str(names.get(wnid, wnid)), int(n_edges.get(wnid, 0)), pairs))
     data.galleries = galleries
 
 
-def _pair_view(wnid: str, tier: str, e: pd.Series, sel: pd.DataFrame | None, paths: dict[str, str],
+def _pair_view(wnid: str, tier: str, edge: pd.Series, sel: pd.DataFrame | None, paths: dict[str, str],
                data_root: Path, keypoints: int, oracle: Any) -> PairView:
-    cand_src, cand_trg = _points(e["src_kps"]), _points(e["trg_kps"])
-    offsets = np.asarray(e["point_offset"] if e["point_offset"] is not None else [], np.float64)
+    cand_src, cand_trg = _points(edge["src_kps"]), _points(edge["trg_kps"])
+    offsets = np.asarray(edge["point_offset"] if edge["point_offset"] is not None else [], np.float64)
     decision = None
     row = None
-    if sel is not None and (e["src_id"], e["trg_id"]) in sel.index:
-        row = sel.loc[(e["src_id"], e["trg_id"])]
+    if sel is not None and (edge["src_id"], edge["trg_id"]) in sel.index:
+        row = sel.loc[(edge["src_id"], edge["trg_id"])]
         decision = str(row["reason"])
     if row is not None and bool(row["keep"]):
         src, trg = _points(row["src_kps"]), _points(row["trg_kps"])
@@ -492,29 +492,29 @@ def _pair_view(wnid: str, tier: str, e: pd.Series, sel: pd.DataFrame | None, pat
         what = f"top {k} of {len(cand_src)} candidates"
     true_pck = None
     if oracle is not None and len(src):
-        truth = oracle.truth(e["src_id"], e["trg_id"], src, trg)
+        truth = oracle.truth(edge["src_id"], edge["trg_id"], src, trg)
         true_pck = float((truth.error <= 0.1).mean())
-    return PairView(wnid=wnid, tier=tier, src_id=e["src_id"], trg_id=e["trg_id"],
-                    src_path=data_root / paths.get(e["src_id"], e["src_id"]),
-                    trg_path=data_root / paths.get(e["trg_id"], e["trg_id"]), src_kps=src, trg_kps=trg,
-                    offsets=offs, pair_score=float(e["pair_consistent"]), points=what, decision=decision,
+    return PairView(wnid=wnid, tier=tier, src_id=edge["src_id"], trg_id=edge["trg_id"],
+                    src_path=data_root / paths.get(edge["src_id"], edge["src_id"]),
+                    trg_path=data_root / paths.get(edge["trg_id"], edge["trg_id"]), src_kps=src, trg_kps=trg,
+                    offsets=offs, pair_score=float(edge["pair_consistent"]), points=what, decision=decision,
                     true_pck=true_pck)
 
 
-def _dropped(data: ReportData, b: _Build, cfg: BuildConfig, data_root: Path, t: dict[str, Any]) -> None:
+def _dropped(data: ReportData, build: BuildReader, cfg: BuildConfig, data_root: Path, tables: dict[str, Any]) -> None:
     if data.missing_for("dropped"):
         return
-    single = t["single_instance"]
-    single_figures = b.figures("single_instance", SingleInstanceFigures)
+    single = tables["single_instance"]
+    single_figures = build.figures("single_instance", SingleInstanceFigures)
     data.single_instance_threshold = single_figures.threshold if single_figures is not None \
         else cfg.single_instance.threshold
     dropped = single[~single["keep"].astype(bool)].sort_values(["wnid", "image_id"])
     data.dropped_counts = {k: int(v) for k, v in dropped["reason"].value_counts().items()}
     errors = {}
-    if t["index"] is not None:
-        bad = t["index"][t["index"]["status"] != "ok"]
-        errors = {(w, i): f"{s}: {e}" for w, i, s, e in zip(bad["wnid"], bad["image_id"], bad["status"], bad["error"],
-                                                             strict=True)}
+    if tables["index"] is not None:
+        bad = tables["index"][tables["index"]["status"] != "ok"]
+        errors = {(wnid, image_id): f"{status}: {error}" for wnid, image_id, status, error in zip(
+            bad["wnid"], bad["image_id"], bad["status"], bad["error"], strict=True)}
     detections: dict[str, pd.DataFrame] = {}
     views = []
     n = cfg.report.dropped_per_reason
@@ -527,9 +527,9 @@ def _dropped(data: ReportData, b: _Build, cfg: BuildConfig, data_root: Path, t: 
                 views.append(DroppedView(r.wnid, r.image_id, reason, None, note=note))
                 continue
             dets: list[Detection] = []
-            if b.usable("detect"):
+            if build.usable("detect"):
                 if r.wnid not in detections:
-                    detections[r.wnid] = b.shard("detect", r.wnid, DETECT_COLUMNS)
+                    detections[r.wnid] = build.shard("detect", r.wnid, DETECT_COLUMNS)
                 d = detections[r.wnid]
                 d = d[(d["image_id"] == r.image_id) & (d["status"] == "detection")].sort_values("conf", ascending=False)
                 dets = [Detection(tuple(float(v) for v in x.box), float(x.conf), str(x.class_name or ""),
@@ -539,37 +539,37 @@ def _dropped(data: ReportData, b: _Build, cfg: BuildConfig, data_root: Path, t: 
     data.dropped = views
 
 
-def _scores(data: ReportData, b: _Build, cfg: BuildConfig, data_root: Path, t: dict[str, Any]) -> None:
+def _scores(data: ReportData, build: BuildReader, cfg: BuildConfig, data_root: Path, tables: dict[str, Any]) -> None:
     if data.missing_for("scores"):
         return
     thr = f"{data.threshold:g}"
-    if t["select"] is not None:
-        sel = t["select"].drop_duplicates(["wnid", "src_id"])
+    if tables["select"] is not None:
+        sel = tables["select"].drop_duplicates(["wnid", "src_id"])
         data.image_scores = pd.DataFrame({"wnid": sel["wnid"].to_numpy(), "src_id": sel["src_id"].to_numpy(),
                                           "score": sel["src_score"].to_numpy(np.float64),
                                           "selected": sel["src_selected"].to_numpy(bool)})
-        x = b.figures("select", SelectFigures)
+        figures = build.figures("select", SelectFigures)
         s = cfg.select
-        rank_by = x.rank_by if x is not None else s.rank_by
+        rank_by = figures.rank_by if figures is not None else s.rank_by
         data.score_label = SCORE_LABELS.get(rank_by, "image score").format(thr=thr)
-        counts = (x.images_selected, x.images, x.pairs) if x is not None else ("?", "?", "?")
+        counts = (figures.images_selected, figures.images, figures.pairs) if figures is not None else ("?", "?", "?")
         data.selection_note = (f"{counts[0]} of {counts[1]} images selected (top "
                                f"{s.fraction:.0%} per {s.scope if s.scope == 'category' else 'build'}, ranked by "
                                f"{rank_by}); {counts[2]} pairs kept.")
         return
-    images = _image_table(b)
+    images = _image_table(build)
     data.image_scores = pd.DataFrame({"wnid": images["wnid"].to_numpy(), "src_id": images["image_id"].to_numpy(),
                                       "score": images["consistent"].to_numpy(np.float64)})
     data.score_label = SCORE_LABELS["loop3"].format(thr=thr)
     data.selection_note = "select is not built yet: no selection cut."
 
 
-def _image_table(b: _Build) -> pd.DataFrame:
+def _image_table(build: BuildReader) -> pd.DataFrame:
     """`consistency`'s image table: one row per source image with an edge."""
-    return read_manifest(table_dir(b.dir("consistency"), IMAGES), columns=CONSISTENCY_IMAGE_COLUMNS).to_pandas()
+    return read_manifest(table_dir(build.dir("consistency"), IMAGES), columns=CONSISTENCY_IMAGE_COLUMNS).to_pandas()
 
 
-def _truth(data: ReportData, b: _Build, cfg: BuildConfig, data_root: Path, t: dict[str, Any]) -> None:
+def _truth(data: ReportData, build: BuildReader, cfg: BuildConfig, data_root: Path, tables: dict[str, Any]) -> None:
     if not data.synthetic or data.missing_for("truth"):
         return
     oracle = _oracle(data, data_root)
@@ -578,23 +578,23 @@ def _truth(data: ReportData, b: _Build, cfg: BuildConfig, data_root: Path, t: di
     from sc_imagenet.dataset.quality import image_true_accuracy, spearman
 
     cols = ConsistencyStage.columns("wnid", *CONSISTENCY_EDGE_COLUMNS)
-    cons = read_manifest(b.dir("consistency"), columns=cols).to_pandas()
+    cons = read_manifest(build.dir("consistency"), columns=cols).to_pandas()
     cons = cons[cons["status"].isin(EDGE)].drop(columns="status")
-    lab = read_manifest(b.dir("label"), columns=LabelStage.columns("wnid", *LABEL_POINT_COLUMNS)).to_pandas()
+    lab = read_manifest(build.dir("label"), columns=LabelStage.columns("wnid", *LABEL_POINT_COLUMNS)).to_pandas()
     lab = lab[lab["status"] == "ok"].drop(columns="status")
     edges = cons.merge(lab, on=["wnid", "src_id", "trg_id"], how="inner", validate="one_to_one")
-    truths = [oracle.truth(e.src_id, e.trg_id, _points(e.src_kps), _points(e.trg_kps))
-              for e in edges.itertuples(index=False)]
+    truths = [oracle.truth(edge.src_id, edge.trg_id, _points(edge.src_kps), _points(edge.trg_kps))
+              for edge in edges.itertuples(index=False)]
     offsets = [np.asarray(o if o is not None else [], np.float64) for o in edges["point_offset"]]
     for o, tr in zip(offsets, truths, strict=True):
         if len(o) != len(tr.error):
             raise ValueError("consistency point_offset and label candidates differ in length")
-    images = _image_table(b)
+    images = _image_table(build)
     acc = image_true_accuracy(edges["src_id"], truths, images["image_id"])
     score = images["consistent"].to_numpy(np.float64)
     selected = None
-    if t["select"] is not None:
-        sel = t["select"].drop_duplicates(["wnid", "src_id"]).set_index(["wnid", "src_id"])["src_selected"]
+    if tables["select"] is not None:
+        sel = tables["select"].drop_duplicates(["wnid", "src_id"]).set_index(["wnid", "src_id"])["src_selected"]
         selected = np.array([bool(sel.get((w, s), False)) for w, s in zip(images["wnid"], images["image_id"],
                                                                            strict=True)])
     data.truth = TruthData(point_offset=np.concatenate(offsets) if offsets else np.zeros(0),
@@ -603,10 +603,10 @@ def _truth(data: ReportData, b: _Build, cfg: BuildConfig, data_root: Path, t: di
                            spearman=spearman(score, acc))
 
 
-def _training(data: ReportData, b: _Build, cfg: BuildConfig, data_root: Path, t: dict[str, Any]) -> None:
+def _training(data: ReportData, build: BuildReader, cfg: BuildConfig, data_root: Path, tables: dict[str, Any]) -> None:
     if data.missing_for("training"):
         return
-    data.train_log = read_manifest(b.dir("train"), columns=TRAIN_COLUMNS).to_pandas().sort_values("step")
-    train = b.figures("train", TrainFigures)
+    data.train_log = read_manifest(build.dir("train"), columns=TRAIN_COLUMNS).to_pandas().sort_values("step")
+    train = build.figures("train", TrainFigures)
     if train is not None:
         data.train_scores = TrainScores(steps=train.steps, eval_pairs=train.eval_pairs, pck=train.pck())

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 from sc_imagenet.synth.config import (
     BROKEN_KINDS,
     DEMO_CATEGORIES,
-    GENERATOR_VERSION,
     READABLE_BROKEN,
+    SYNTH_VERSION,
     UNREADABLE_BROKEN,
     Category,
     SynthConfig,
@@ -45,9 +45,9 @@ _LAZY = {
 __all__ = [
     "BROKEN_KINDS",
     "DEMO_CATEGORIES",
-    "GENERATOR_VERSION",
     "GT_DIR",
     "READABLE_BROKEN",
+    "SYNTH_VERSION",
     "UNREADABLE_BROKEN",
     "Category",
     "GroundTruth",

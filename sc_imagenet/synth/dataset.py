@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sc_imagenet.synth.backgrounds import landscape, tiled_pattern
-from sc_imagenet.synth.config import BROKEN_KINDS, DEMO_CATEGORIES, GENERATOR_VERSION, Category, SynthConfig
+from sc_imagenet.synth.config import BROKEN_KINDS, DEMO_CATEGORIES, SYNTH_VERSION, Category, SynthConfig
 from sc_imagenet.synth.meta import (
     GT_DIR,
     config_matches,
@@ -86,7 +86,7 @@ def generate_dataset(root: Path, cfg: SynthConfig, progress: bool = True) -> dic
             raise ValueError(
                 f"{root} already holds a complete synthetic dataset generated with a different config: "
                 f"found generator v{meta.get('generator_version')} with {meta.get('config')}, "
-                f"requested v{GENERATOR_VERSION} with {cfg.model_dump(mode='json')}. "
+                f"requested v{SYNTH_VERSION} with {cfg.model_dump(mode='json')}. "
                 "Delete that folder or choose another output folder."
             )
         return {"root": str(root), "reused": True, **meta["counts"]}
@@ -94,7 +94,7 @@ def generate_dataset(root: Path, cfg: SynthConfig, progress: bool = True) -> dic
     (root / GT_DIR).mkdir(parents=True, exist_ok=True)
     base_meta = {
         "generator": "sc_imagenet.synth",
-        "generator_version": GENERATOR_VERSION,
+        "generator_version": SYNTH_VERSION,
         "seed": cfg.seed,
         "config": cfg.model_dump(mode="json"),
     }

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sc_imagenet.io.atomic import atomic_write_text
-from sc_imagenet.synth.config import GENERATOR_VERSION, SynthConfig
+from sc_imagenet.synth.config import SYNTH_VERSION, SynthConfig
 
 GT_DIR = "_groundtruth"
 META_NAME = "meta.json"
@@ -29,7 +29,7 @@ def read_meta(root: Path | str) -> dict[str, Any] | None:
 
 def config_matches(meta: dict[str, Any], cfg: SynthConfig) -> bool:
     """Same generator version and the same config (every field, seed included)."""
-    return meta.get("generator_version") == GENERATOR_VERSION and meta.get("config") == cfg.model_dump(
+    return meta.get("generator_version") == SYNTH_VERSION and meta.get("config") == cfg.model_dump(
         mode="json"
     )
 

@@ -1,9 +1,9 @@
 """`sc-imagenet eval`: score registered methods on a benchmark folder (docs/evaluate.md).
 
     sc-imagenet eval --benchmark pf-willow --root /data/PF-WILLOW --method nn nn-rhm \\
-        [--checkpoint generator.pt] [--limit 100] [--predictions out.parquet] [--json out.json]
+        [--generator generator.pt] [--limit 100] [--predictions out.parquet] [--json out.json]
 
-Order of work: the method names, the checkpoint and the output folders are checked, then the benchmark
+Order of work: the method names, the generator checkpoint and the output folders are checked, then the benchmark
 is loaded (every annotation it needs is read and validated, so a missing or malformed file stops the
 run here, naming it), then the methods are built and each is scored with a progress bar over pairs.
 """
@@ -72,11 +72,11 @@ def _run(args: argparse.Namespace) -> int:
         args.reference = args.method[0]
     elif args.reference not in args.method:
         raise BenchmarkError(f"--reference {args.reference} is not one of --method {' '.join(args.method)}")
-    checkpoint = Path(args.checkpoint) if args.checkpoint else None
-    if "generator" in args.method and checkpoint is None:
-        raise BenchmarkError("--method generator needs --checkpoint <out>/artifacts/train/generator.pt")
-    if checkpoint is not None and not checkpoint.is_file():
-        raise BenchmarkError(f"--checkpoint {checkpoint} does not exist")
+    generator = Path(args.generator) if args.generator else None
+    if "generator" in args.method and generator is None:
+        raise BenchmarkError("--method generator needs --generator <out>/artifacts/train/generator.pt")
+    if generator is not None and not generator.is_file():
+        raise BenchmarkError(f"--generator {generator} does not exist")
     matcher = getattr(args, "matcher", None)
     if "matcher" in args.method and matcher is None:
         raise BenchmarkError("--method matcher needs --matcher <DIR>/matcher.pt (written by sc-imagenet pretrain)")
@@ -86,8 +86,8 @@ def _run(args: argparse.Namespace) -> int:
     _check_output(args.json, "--json")
 
     backbone, input_size = args.backbone, args.input_size
-    if checkpoint is not None and (backbone is None or input_size is None):
-        trained_backbone, trained_size = generator_backbone(checkpoint)  # baselines on the generator's own backbone
+    if generator is not None and (backbone is None or input_size is None):
+        trained_backbone, trained_size = generator_backbone(generator)  # baselines on the generator's own backbone
         backbone = backbone or trained_backbone
         input_size = input_size or trained_size
     backbone = backbone or DEFAULT_BACKBONE
@@ -98,15 +98,15 @@ def _run(args: argparse.Namespace) -> int:
     if args.backbone_checkpoint is not None:
         kwargs["checkpoint"] = args.backbone_checkpoint
     options: dict[str, Any] = {"backbone_checkpoint": args.backbone_checkpoint}
-    if checkpoint is not None:
-        options["checkpoint"] = checkpoint
+    if generator is not None:
+        options["generator"] = generator
     if matcher is not None:
         options["matcher"] = Path(matcher)
     ctx = MethodContext(backbone, resolve_device(args.device), kwargs, options)
     results, columns = [], []
     for name in args.method:
         res, cols = score_benchmark(METHODS[name](ctx), bench, tuple(args.alphas), name, seed=args.seed)
-        res.update(backbone=backbone, input_size=input_size, checkpoint=None if checkpoint is None else str(checkpoint),
+        res.update(backbone=backbone, input_size=input_size, generator=None if generator is None else str(generator),
                    matcher=None if matcher is None else str(matcher))
         results.append(res)
         columns.append(cols)

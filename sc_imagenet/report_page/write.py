@@ -13,10 +13,10 @@ from PIL import Image
 
 from sc_imagenet.io.atomic import atomic_write_bytes
 from sc_imagenet.io.images import load_rgb
-from sc_imagenet.report import plots
-from sc_imagenet.report.draw import draw_detections, draw_pair, placeholder
-from sc_imagenet.report.model import ReportData
-from sc_imagenet.report.page import dropped_key, pair_key, render_page
+from sc_imagenet.report_page import plots
+from sc_imagenet.report_page.draw import draw_detections, draw_pair, placeholder
+from sc_imagenet.report_page.model import ReportData
+from sc_imagenet.report_page.page import dropped_key, pair_key, render_page
 
 PAGE = "index.html"
 ASSETS = "img"

@@ -5,7 +5,7 @@ Pure rendering: `ReportData` (tables and arrays, gathered from a build folder by
 `sc_imagenet.stages.report.gather_report`) in, `index.html` and its images out (`write_report`).
 """
 
-from sc_imagenet.report.model import (
+from sc_imagenet.report_page.model import (
     FUNNEL,
     FUNNEL_KEYS,
     SECTION_NEEDS,
@@ -19,7 +19,7 @@ from sc_imagenet.report.model import (
     TrainScores,
     TruthData,
 )
-from sc_imagenet.report.write import ASSETS, PAGE, ReportFile, write_report
+from sc_imagenet.report_page.write import ASSETS, PAGE, ReportFile, write_report
 
 __all__ = ["ASSETS", "FUNNEL", "FUNNEL_KEYS", "PAGE", "SECTION_NEEDS", "USABLE_STATES", "CategoryGallery",
            "Detection", "DroppedView", "PairView", "ReportData", "ReportFile", "StageView", "TrainScores", "TruthData",

@@ -21,11 +21,11 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 
 from sc_imagenet.build import BuildPlan, MapShards, ensure_data, execute_stage, plan_build, stage_states
+from sc_imagenet.build_summary import build_summary_rows, markdown_table, quality_lines
 from sc_imagenet.config import load_config, write_resolved_config
 from sc_imagenet.io.locks import BuildLock
 from sc_imagenet.orchestration.scale_out import DEFAULT_DASK_WORKERS, RunnerOptions, shard_mapper
 from sc_imagenet.paths import default_builds_dir
-from sc_imagenet.reporting import build_summary_rows, markdown_table, quality_lines
 from sc_imagenet.stages import STAGES
 from sc_imagenet.stages.report import ReportFigures
 

@@ -23,9 +23,9 @@ from urllib.parse import quote
 import jinja2
 import numpy as np
 
-from sc_imagenet.report.draw import legend_stops
-from sc_imagenet.report.model import FUNNEL, ReportData, TrainScores
-from sc_imagenet.report.plots import QUALITY_ROWS
+from sc_imagenet.report_page.draw import legend_stops
+from sc_imagenet.report_page.model import FUNNEL, ReportData, TrainScores
+from sc_imagenet.report_page.plots import QUALITY_ROWS
 
 TEMPLATES = Path(__file__).parent / "templates"
 TIER_TITLES = {"most": "most consistent", "median": "median", "least": "least consistent"}

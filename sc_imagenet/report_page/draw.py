@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from sc_imagenet.report.model import Detection
+from sc_imagenet.report_page.model import Detection
 
 SUPERSAMPLE = 2
 GAP = 8  # pixels between source and target
