@@ -4,8 +4,8 @@ code it measures; these catch that. Covered elsewhere: scale.py (test_scale_benc
 (test_kill_campaign.py), integrity.py (test_integrity.py).
 
 The scripts that read a finished build (consistency.py, select_sweep.py, generator_sweep.py) share one tiny
-synthetic build through `consistency`; a results file a script writes by default goes to tmp_path, never over
-the committed one in benchmarks/results/."""
+synthetic build through `consistency`; downstream.py makes its own tiny build through `export`. A results file a
+script writes by default goes to tmp_path, never over the committed one in benchmarks/results/."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_dataset_stages import build_with_dataset_settings
+import yaml
+from test_dataset_stages import DATASET, build_with_dataset_settings
+from test_label import build_profile
 
 from sc_imagenet.paths import REPO_ROOT
 from sc_imagenet.stages.label import LabelFigures
@@ -218,3 +220,77 @@ def test_generator_sweep_writes_baselines_and_variants_and_resumes(tiny_build: P
     # a rerun skips what --json already holds: nothing trained or scored again
     assert run_script("generator_sweep", *args) == ""
     assert json.loads(out.read_text()) == doc
+
+
+# ------------------------------------------------------------------ the downstream study (makes its own build)
+
+STUDY_ARMS = ("readout", "generator", "pretrained", "finetuned", "pretrained_finetuned", "loop3", "loop2", "score",
+              "random", "none", "oracle")
+STUDY_DIFFERENCES = ("pretrained-readout", "pretrained_finetuned-finetuned", "loop3-random", "loop3-none")
+STUDY_VARIANTS = ("loop3", "loop2", "score", "random", "none", "oracle")
+
+
+def study_profile(tmp: Path) -> Path:
+    """The tiny build's profile (test_dataset_stages' settings) with `pairs` passing `select`'s pairs through, as
+    the bench profile does, so the release's trn split is `select`'s. Nothing is built: downstream.py builds it."""
+    profile = build_profile(tmp)
+    doc = yaml.safe_load(profile.read_text())
+    for section, values in {**DATASET, "pairs": {"group_size": 0}}.items():
+        doc[section] = {**doc.get(section, {}), **values}
+    profile.write_text(yaml.safe_dump(doc))
+    return profile
+
+
+def check_interval(value: float, ci: list[float], what: str) -> None:
+    assert 0 <= ci[0] <= value <= ci[1] <= 1, (what, value, ci)
+
+
+@pytest.mark.slow
+def test_downstream_writes_every_arm_difference_and_the_oracle_share_and_reruns_from_its_files(
+        tmp_path: Path) -> None:
+    """The whole study at a tiny size (a 3-category build, a 64 px matcher, 2 steps per run): every key of the
+    issue's JSON, numbers in range, variants cut to one size, and a rerun that trains and scores nothing again."""
+    out = tmp_path / "study.json"
+    args = ["--profile", study_profile(tmp_path), "--build", tmp_path / "out", "--json", out, "--image-size", "64",
+            "--grid", "4", "--steps", "2", "--val-points", "2", "--epochs", "1", "--finetune-lrs", "3e-4",
+            "--finetune-pairs", "4", "--val-pairs", "4", "--test-pairs", "6", "--agreement-pairs", "4",
+            "--batch-size", "2", "--device", "cpu"]
+    text = run_script("downstream", *args)
+    doc = json.loads(out.read_text())
+    assert doc["complete"] and doc["build"]["reused"] is False
+    assert doc["data"]["test"]["pairs"] == 6 and doc["data"]["trn"]["pairs"] == 4
+    for name in STUDY_ARMS:
+        arm = doc["arms"][name]
+        for key in ("pck@0.05", "pck@0.1", "pck_per_pair@0.05", "pck_per_pair@0.1"):
+            check_interval(arm[key], arm[f"{key}_ci95"], f"{name} {key}")
+        assert arm["pck@0.05"] <= arm["pck@0.1"] and arm["pairs_scored"] == 6, name
+        assert re.search(rf"^{name}\s+{NUM} \[", text, re.MULTILINE), name  # a row of the printed table
+    for name in STUDY_DIFFERENCES:
+        diff, lo, hi = doc["differences"][name]
+        assert -1 <= lo <= diff <= hi <= 1, name
+    share = doc["oracle_share"]
+    assert share is None or math.isfinite(share)
+    for name in ("pretrained", "finetuned", "pretrained_finetuned", *STUDY_VARIANTS):
+        chosen = doc["chosen"][name]  # chosen on val among the snapshots at steps 1 and 2
+        assert chosen["steps"] in (1, 2) and chosen["lr"] == 3e-4 and len(chosen["curve"]) == 2, name
+
+    variants = doc["variants"]
+    # with `pairs` passing select's pairs through, the default selection re-run is the release's trn split
+    assert variants["loop3"]["reproduces_release_trn"] is True
+    assert variants["loop3"]["pairs_before_cut"] == doc["release"]["pairs"]
+    n = min(variants[v]["pairs_before_cut"] for v in STUDY_VARIANTS[:-1])
+    for name in STUDY_VARIANTS[:-1]:
+        assert variants[name]["pairs"] == n and variants[name]["keypoints"] == 2 * n, name
+    assert variants["oracle"]["pairs"] <= n and variants["oracle"]["keypoints"] <= 2 * n
+    assert set(doc["agreement"]) == {"release", *STUDY_VARIANTS}
+    for name, row in doc["agreement"].items():
+        assert 0 <= row["matched@0.1"] <= 1 and 0 <= row["label_pck@0.1"] <= 1 and row["spread"] > 0, name
+    assert doc["agreement"]["oracle"]["label_pck@0.1"] == 1.0  # true keypoints are right by construction
+    for part in ("build", "target_data", "variants", "agreement", "train_total", "val_total", "test_total"):
+        assert doc["wall_s"][part] >= 0, part
+    assert set(doc["wall_s"]["test"]) == {"untrained", *STUDY_ARMS}
+
+    again = run_script("downstream", *args)  # everything is in --work: nothing trained or scored again
+    assert "complete, reused" in again and not re.search(r": step \d+/", again)
+    rerun = json.loads(out.read_text())
+    assert rerun["arms"] == doc["arms"] and rerun["differences"] == doc["differences"]

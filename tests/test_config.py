@@ -27,6 +27,14 @@ def test_profiles_hold_only_valid_overrides() -> None:
     assert BuildConfig().index.verify == "draft"  # defaults live in code
 
 
+def test_bench_profile_is_the_demo_with_more_images() -> None:
+    """benchmarks/downstream.py's build: the demo's settings, only many more images of the same six categories."""
+    demo, bench = load_config("demo"), load_config("bench")
+    assert bench.data.synthetic.images_per_category >= 10 * demo.data.synthetic.images_per_category
+    synthetic = bench.data.synthetic.model_copy(update={"images_per_category": demo.data.synthetic.images_per_category})
+    assert bench.model_copy(update={"data": bench.data.model_copy(update={"synthetic": synthetic})}) == demo
+
+
 @pytest.mark.parametrize(
     ("override", "field", "words"),
     [
