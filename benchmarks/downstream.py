@@ -36,7 +36,7 @@ Arms (JSON `arms.<arm>`):
   every edge) and `oracle` (the `loop3` pairs with true keypoints).
 
 How the variants are made, without running the generator again: `select`'s own functions
-(`stages.select.image_table`, `dataset.selection.select_top`, `stages.select.select_pairs`) re-run on the
+(`stages.select.ranked_images`, `stages.select.select_pairs`) re-run on the
 build's `label` candidates and `consistency` scores with `select.rank_by` set to each ranking, on the edges of
 the groups `select` put in `trn` (so no variant holds a val image of the build). With the defaults, `loop3`
 reproduces `select`'s kept `trn` pairs. Each variant is then cut to the size of the smallest one by a seeded
@@ -83,7 +83,7 @@ from sc_imagenet.build import BuildPlan, plan_build, run_build_locally, stage_st
 from sc_imagenet.config import BuildConfig, load_config
 from sc_imagenet.dataset.quality import TruthOracle
 from sc_imagenet.dataset.scimagenet import RELEASE_JSON, ExportPair, float32_json, read_release, write_release
-from sc_imagenet.dataset.selection import select_top, stable_uniform
+from sc_imagenet.dataset.selection import stable_uniform
 from sc_imagenet.devices import resolve_device
 from sc_imagenet.evaluate import METHODS, MethodContext
 from sc_imagenet.evaluate.benchmarks import load_benchmark
@@ -99,7 +99,7 @@ from sc_imagenet.matcher.predictor import Matcher
 from sc_imagenet.matcher.pretrain import pretrain, validate
 from sc_imagenet.matcher.settings import MatcherConfig, PretrainSettings
 from sc_imagenet.stages.export import ExportFigures
-from sc_imagenet.stages.select import category_edges, image_table, select_pairs
+from sc_imagenet.stages.select import category_edges, ranked_images, select_pairs
 from sc_imagenet.stages.train import TrainFigures, backbone_checkpoint
 from sc_imagenet.synth import generate_dataset, is_complete
 from sc_imagenet.synth.groundtruth import true_correspondence
@@ -215,21 +215,12 @@ def trn_groups(select_dir: Path, wnids: Iterable[str]) -> set[tuple[str, int]]:
     return out
 
 
-def ranked_images(consistency_dir: Path, cfg: BuildConfig, rank_by: str) -> Any:
-    """`select`'s image table with its top-fraction cut for `rank_by`, indexed by image id."""
-    s = cfg.select
-    images = image_table(consistency_dir, rank_by, cfg.seed)
-    scopes = list(images["wnid"]) if s.scope == "category" else ["all"] * len(images)
-    images["selected"], images["rank"] = select_top(images["score"].to_numpy(), scopes, list(images["src_id"]),
-                                                    s.fraction)
-    return images.set_index("src_id")
-
-
 def selection_variants(plan: BuildPlan) -> VariantSet:
     """Every variant's kept trn rows, category by category (one category's edges in memory)."""
     cfg, s = plan.cfg, plan.cfg.select
     inputs = {n: plan.stage_dir(n) for n in ("consistency", "label", "single_instance")}
-    images = {r: ranked_images(inputs["consistency"], cfg, r) for r in SELECTIONS}
+    images = {r: ranked_images(inputs["consistency"], r, s.scope, s.fraction, cfg.seed).set_index("src_id")
+              for r in SELECTIONS}
     everyone = images["score"].assign(selected=True)  # `none`: no image is left out
     wnids = category_shards(inputs["consistency"])
     groups = trn_groups(plan.stage_dir("select"), wnids)

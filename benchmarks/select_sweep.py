@@ -15,9 +15,8 @@ import pandas as pd
 
 from sc_imagenet.config import read_resolved_config
 from sc_imagenet.dataset.quality import TruthOracle, evaluate_dataset
-from sc_imagenet.dataset.selection import select_top
 from sc_imagenet.io.manifest import category_shards
-from sc_imagenet.stages.select import category_edges, image_table, select_pairs
+from sc_imagenet.stages.select import category_edges, ranked_images, select_pairs
 
 
 def main() -> None:
@@ -38,9 +37,7 @@ def main() -> None:
     print(f"{len(edges)} edges, {edges['scores'].map(len).mean():.1f} candidates per edge on average")
     rows = []
     for rank_by in args.rank_by:
-        images = image_table(inputs["consistency"], rank_by, cfg.seed)
-        images["selected"], images["rank"] = select_top(images["score"].to_numpy(), list(images["wnid"]),
-                                                        list(images["src_id"]), s.fraction)
+        images = ranked_images(inputs["consistency"], rank_by, "category", s.fraction, cfg.seed)
         by_id = images.set_index("src_id")
         for keypoints, threshold, order in itertools.product(args.keypoints, args.thresholds, args.point_order):
             chosen = pd.DataFrame([r for w in wnids for r in select_pairs(

@@ -112,11 +112,8 @@ class SelectStage(Stage):
     def run(self, ctx: StageContext) -> StageOutput:
         s = ctx.cfg.select
         threshold = s.point_threshold
-        images = image_table(ctx.inputs["consistency"], s.rank_by, ctx.cfg.seed)
-        scopes = list(images["wnid"]) if s.scope == "category" else ["all"] * len(images)
-        images["selected"], images["rank"] = select_top(images["score"].to_numpy(), scopes, list(images["src_id"]),
-                                                        s.fraction)
-        other = ["all"] * len(images) if s.scope == "category" else list(images["wnid"])
+        images = ranked_images(ctx.inputs["consistency"], s.rank_by, s.scope, s.fraction, ctx.cfg.seed)
+        other = scope_keys(images, "global" if s.scope == "category" else "category")
         other_selected, _ = select_top(images["score"].to_numpy(), other, list(images["src_id"]), s.fraction)
         by_id = images.set_index("src_id")
         wnids = category_shards(ctx.inputs["consistency"])
@@ -250,6 +247,20 @@ def image_table(consistency_dir: Path, rank_by: str, seed: int) -> pd.DataFrame:
         images["score"] = [stable_uniform(seed, "rank", i) for i in images["src_id"]]
     else:
         images["score"] = images[IMAGE_SCORE_COLUMNS[rank_by]].astype(np.float64)
+    return images
+
+
+def scope_keys(images: pd.DataFrame, scope: str) -> list[str]:
+    """The group each image is ranked within: its category, or one group for the whole build."""
+    return list(images["wnid"]) if scope == "category" else ["all"] * len(images)
+
+
+def ranked_images(consistency_dir: Path, rank_by: str, scope: str, fraction: float, seed: int) -> pd.DataFrame:
+    """`image_table` with each image's `rank` within its scope and whether it is `selected` (in the top
+    `fraction` of it)."""
+    images = image_table(consistency_dir, rank_by, seed)
+    images["selected"], images["rank"] = select_top(images["score"].to_numpy(), scope_keys(images, scope),
+                                                    list(images["src_id"]), fraction)
     return images
 
 
