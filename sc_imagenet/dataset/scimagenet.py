@@ -32,7 +32,6 @@ from __future__ import annotations
 import csv
 import errno
 import glob
-import io
 import json
 import math
 import os
@@ -40,6 +39,7 @@ import re
 import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
@@ -462,53 +462,56 @@ def _write_tree(
     (tmp / IMAGE_DIR).mkdir()
     for split in SPLITS:
         (tmp / ANNOTATION_DIR / split).mkdir(parents=True)
-    lines: dict[str, list[str]] = {s: [] for s in SPLITS}
-    id_rows: list[tuple[str, str, str, str, int]] = []
+    counts: Counter[str] = Counter()
     kp_counts: Counter[int] = Counter()
-    written = bytes_images = remapped = 0
+    written = bytes_images = remapped = images = 0
     seen: set[str] = set()
     index = 0
-    for wnid, group in groupby(pairs, key=lambda p: p.wnid):
-        if wnid in seen:
-            raise ReleaseError(f"pairs of category {wnid!r} are not together: write_release needs them grouped")
-        seen.add(wnid)
-        check_wnid(wnid)
-        cat = sorted(group, key=lambda p: (SPLITS.index(p.split) if p.split in SPLITS else len(SPLITS),
-                                           p.src_id, p.trg_id))
-        sources, headers = _category_images(wnid, cat, check_sizes)
-        numbers = image_numbers(wnid, sources)
-        remapped += sum(native_number(wnid, i) is None for i in numbers)
-        folder = tmp / IMAGE_DIR / wnid
-        folder.mkdir()
-        for image_id in sorted(sources):
-            src, rel, _ = sources[image_id]
-            name = image_name(wnid, numbers[image_id])
-            reencode = not headers[image_id].baseline_rgb_jpeg
-            bytes_images += placer.place(src, folder / name, reencode)
-            id_rows.append((wnid, image_id, f"{IMAGE_DIR}/{wnid}/{name}", rel, int(reencode)))
-        for p in cat:
-            pid = pair_id(index, numbers[p.src_id], numbers[p.trg_id], wnid)
-            doc = _annotation(p, pid, image_name(wnid, numbers[p.src_id]), image_name(wnid, numbers[p.trg_id]))
-            ann = f"{ANNOTATION_DIR}/{p.split}/{pid}.json"
-            written += _text_bytes(tmp / ann, json.dumps(doc, separators=(",", ":")) + "\n")
-            lines[p.split].append(pid)
-            kp_counts[len(doc["src_kps"])] += 1
-            index += 1
-            if on_pair is not None:
-                on_pair({"pair_id": pid, "split": p.split, "wnid": wnid, "src_id": p.src_id, "trg_id": p.trg_id,
-                         "src_image": f"{IMAGE_DIR}/{wnid}/{doc['src_imname']}",
-                         "trg_image": f"{IMAGE_DIR}/{wnid}/{doc['trg_imname']}", "annotation": ann})
-            if on_progress is not None:
-                on_progress(index)
-    for split in SPLITS:
-        # the loaders drop the text after the last "\n": every line ends with one, no pairs = empty file
-        written += _text_bytes(tmp / LAYOUT_DIR / f"{split}.txt", "".join(f"{x}\n" for x in lines[split]))
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["wnid", "image_id", "file", "rel_path", "reencoded"])
-    w.writerows(sorted(id_rows))
-    written += _text_bytes(tmp / ID_CSV, buf.getvalue())
-    summary = ReleaseSummary(tmp, {s: len(lines[s]) for s in SPLITS}, len(id_rows), len(seen), dict(kp_counts),
+    with ExitStack() as files:
+        # the split lists and the image table are streamed to disk: nothing here grows with the release
+        # but the set of category names (the loaders drop the text after the last "\n": every line ends with one,
+        # no pairs = an empty file)
+        lists = {s: files.enter_context(open(tmp / LAYOUT_DIR / f"{s}.txt", "w", encoding="utf-8", newline="\n"))
+                 for s in SPLITS}
+        id_file = files.enter_context(open(tmp / ID_CSV, "w", encoding="utf-8", newline=""))
+        ids = csv.writer(id_file, lineterminator="\n")
+        ids.writerow(["wnid", "image_id", "file", "rel_path", "reencoded"])
+        for wnid, group in groupby(pairs, key=lambda p: p.wnid):
+            if wnid in seen:
+                raise ReleaseError(f"pairs of category {wnid!r} are not together: write_release needs them grouped")
+            seen.add(wnid)
+            check_wnid(wnid)
+            cat = sorted(group, key=lambda p: (SPLITS.index(p.split) if p.split in SPLITS else len(SPLITS),
+                                               p.src_id, p.trg_id))
+            sources, headers = _category_images(wnid, cat, check_sizes)
+            numbers = image_numbers(wnid, sources)
+            remapped += sum(native_number(wnid, i) is None for i in numbers)
+            folder = tmp / IMAGE_DIR / wnid
+            folder.mkdir()
+            for image_id in sorted(sources):
+                src, rel, _ = sources[image_id]
+                name = image_name(wnid, numbers[image_id])
+                reencode = not headers[image_id].baseline_rgb_jpeg
+                bytes_images += placer.place(src, folder / name, reencode)
+                ids.writerow((wnid, image_id, f"{IMAGE_DIR}/{wnid}/{name}", rel, int(reencode)))
+                images += 1
+            for p in cat:
+                pid = pair_id(index, numbers[p.src_id], numbers[p.trg_id], wnid)
+                doc = _annotation(p, pid, image_name(wnid, numbers[p.src_id]), image_name(wnid, numbers[p.trg_id]))
+                ann = f"{ANNOTATION_DIR}/{p.split}/{pid}.json"
+                written += _text_bytes(tmp / ann, json.dumps(doc, separators=(",", ":")) + "\n")
+                lists[p.split].write(f"{pid}\n")
+                counts[p.split] += 1
+                kp_counts[len(doc["src_kps"])] += 1
+                index += 1
+                if on_pair is not None:
+                    on_pair({"pair_id": pid, "split": p.split, "wnid": wnid, "src_id": p.src_id, "trg_id": p.trg_id,
+                             "src_image": f"{IMAGE_DIR}/{wnid}/{doc['src_imname']}",
+                             "trg_image": f"{IMAGE_DIR}/{wnid}/{doc['trg_imname']}", "annotation": ann})
+                if on_progress is not None:
+                    on_progress(index)
+    written += sum((tmp / LAYOUT_DIR / f"{s}.txt").stat().st_size for s in SPLITS) + (tmp / ID_CSV).stat().st_size
+    summary = ReleaseSummary(tmp, {s: counts[s] for s in SPLITS}, images, len(seen), dict(kp_counts),
                              dict(placer.counts), remapped, 0, bytes_images)
     doc = {"format": "SC-ImageNet (CATs/DHPF loader layout)", "splits": list(SPLITS),
            **{k: v for k, v in summary.as_dict().items() if k not in ("release", "bytes_written", "bytes_images",

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
+
+from sc_imagenet.io.parallel import ordered_map
 
 INVENTORY = "_files.tsv"
 _CHUNK = 1 << 20
@@ -100,26 +101,32 @@ def walk_files(paths: Iterable[Path]) -> Iterator[Path]:
             yield path
 
 
-def inventory_entries(out_dir: Path, paths: Iterable[Path], workers: int = 4) -> list[FileEntry]:
-    """Size and checksum of every file under `paths`, hashed `workers` at a time (reading is I/O-bound)."""
-    files = list(walk_files(paths))
+def inventory_entries(out_dir: Path, paths: Iterable[Path], workers: int = 4) -> Iterator[FileEntry]:
+    """Size and checksum of every file under `paths`, in `walk_files` order, hashed `workers` at a time (reading
+    is I/O-bound). Lazy: a release of a million files is never held as a list."""
 
     def entry(f: Path) -> FileEntry:
         return FileEntry(build_relative(f, out_dir), f.stat().st_size, file_xxh3(f))
 
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        return list(pool.map(entry, files))
+    return ordered_map(entry, walk_files(paths), workers)
 
 
-def write_inventory(path: Path, entries: list[FileEntry]) -> InventorySummary:
-    from sc_imagenet.io.atomic import atomic_write_bytes
+def write_inventory(path: Path, entries: Iterable[FileEntry]) -> InventorySummary:
+    """Stream `entries` into `path` (atomically), one line each; the summary (count, bytes, the file's own size
+    and checksum) is computed on the way, so memory does not grow with the number of files."""
+    from sc_imagenet.io.atomic import atomic_path
 
-    for e in entries:
-        if "\t" in e.path or "\n" in e.path:
-            raise ValueError(f"cannot record a file name with a tab or newline: {e.path!r}")
-    blob = "".join(f"{e.xxh3}\t{e.size}\t{e.path}\n" for e in entries).encode()
-    atomic_write_bytes(path, blob)
-    return InventorySummary(len(entries), sum(e.size for e in entries), len(blob), xxhash.xxh3_128(blob).hexdigest())
+    files = total = size = 0
+    digest = xxhash.xxh3_128()
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        for e in entries:
+            if "\t" in e.path or "\n" in e.path:
+                raise ValueError(f"cannot record a file name with a tab or newline: {e.path!r}")
+            line = f"{e.xxh3}\t{e.size}\t{e.path}\n".encode()
+            fh.write(line)
+            digest.update(line)
+            files, total, size = files + 1, total + e.size, size + len(line)
+    return InventorySummary(files, total, size, digest.hexdigest())
 
 
 class InventoryError(ValueError):
@@ -127,13 +134,17 @@ class InventoryError(ValueError):
 
 
 def read_inventory(path: Path) -> list[FileEntry]:
-    entries = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        parts = line.split("\t")
-        if len(parts) != 3 or not parts[1].isdigit():
-            raise InventoryError(f"{path}: line {n} is not `<xxh3>\\t<bytes>\\t<path>`")
-        entries.append(FileEntry(parts[2], int(parts[1]), parts[0]))
-    return entries
+    return list(iter_inventory(path))
+
+
+def iter_inventory(path: Path) -> Iterator[FileEntry]:
+    """The entries of `_files.tsv`, read line by line (InventoryError at the first malformed line)."""
+    with open(path, encoding="utf-8", newline="\n") as fh:
+        for n, line in enumerate(fh, 1):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 3 or not parts[1].isdigit():
+                raise InventoryError(f"{path}: line {n} is not `<xxh3>\\t<bytes>\\t<path>`")
+            yield FileEntry(parts[2], int(parts[1]), parts[0])
 
 
 def check_file(out_dir: Path, entry: FileEntry, verify: bool = False) -> str | None:
@@ -164,28 +175,25 @@ def check_file(out_dir: Path, entry: FileEntry, verify: bool = False) -> str | N
     return None
 
 
-def check_files(out_dir: Path, entries: list[FileEntry], verify: bool = False, workers: int = 4) -> list[Damage]:
-    """Every damaged file of `entries`, in their order. Checksums are computed `workers` files at a time (reading
-    is I/O); the default check runs in this thread: a `stat` costs microseconds, less than handing it out."""
+def check_files(out_dir: Path, entries: Iterable[FileEntry], verify: bool = False, workers: int = 4) -> list[Damage]:
+    """Every damaged file of `entries`, in their order (consumed lazily). Checksums are computed `workers` files at
+    a time (reading is I/O); the default check runs in this thread: a `stat` costs microseconds, less than
+    handing it out."""
     if verify:
-        with ThreadPoolExecutor(max(1, workers)) as pool:
-            problems = list(pool.map(lambda entry: check_file(out_dir, entry, verify), entries))
+        checked = ordered_map(lambda entry: (entry, check_file(out_dir, entry, verify)), entries, workers)
     else:
-        problems = [check_file(out_dir, entry) for entry in entries]
-    return [Damage(entry.path, problem) for entry, problem in zip(entries, problems, strict=True)
-            if problem is not None]
+        checked = ((entry, check_file(out_dir, entry)) for entry in entries)
+    return [Damage(entry.path, problem) for entry, problem in checked if problem is not None]
 
 
 def check_inventory(out_dir: Path, path: Path, summary: InventorySummary, verify: bool = False) -> list[Damage]:
     """Damage of the stage's files: the inventory itself first (always checksummed: it is what is trusted),
-    then every file it lists."""
+    then every file it lists (read as it is checked: a malformed line counts as damage of the inventory)."""
     entry = FileEntry(build_relative(path, out_dir), summary.size, summary.xxh3)
     problem = check_file(out_dir, entry, verify=True)
     if problem is None:
         try:
-            entries = read_inventory(path)
-        except (OSError, InventoryError) as exc:
+            return check_files(out_dir, iter_inventory(path), verify)
+        except (OSError, UnicodeDecodeError, InventoryError) as exc:
             problem = f"unreadable ({exc})"
-    if problem is not None:
-        return [Damage(entry.path, problem)]
-    return check_files(out_dir, entries, verify)
+    return [Damage(entry.path, problem)]

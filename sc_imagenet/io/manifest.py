@@ -200,12 +200,42 @@ def content_hash(stage_dir: Path, shards: Iterable[Path], exclude: Iterable[str]
         table = table.drop_columns([c for c in table.column_names if c in drop]).combine_chunks()
         table = table.cast(pa.schema([pa.field(f.name, f.type, f.nullable) for f in table.schema]))
         table = pa.table({name: _defined(table[name]) for name in table.column_names}) if table.num_columns else table
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, table.schema) as writer:
+        # the IPC stream is hashed as it is written, never held: a whole-release shard (export's) costs its table
+        sink = _HashingSink()
+        with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), table.schema) as writer:
             writer.write_table(table)
+        del table
         h.update(path.relative_to(stage_dir).as_posix().encode() + b"\0")
-        h.update(hashlib.sha256(sink.getvalue().to_pybytes()).digest())
+        h.update(sink.digest.digest())
     return h.hexdigest()[:16]
+
+
+class _HashingSink:
+    """A write-only file object that sha256-hashes what is written to it."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self.position = 0
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.digest.update(view)
+        self.position += view.nbytes
+        return view.nbytes
+
+    def tell(self) -> int:
+        return self.position
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def category_shards(stage_dir: Path) -> list[str]:
