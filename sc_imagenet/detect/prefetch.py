@@ -8,13 +8,12 @@ of its batch goes on.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from sc_imagenet.detect.types import DecodedImage
 from sc_imagenet.io.images import load_rgb
+from sc_imagenet.io.parallel import ordered_map
 
 
 def _decode(root: Path, image_id: str, rel_path: str, max_pixels: int | None) -> DecodedImage:
@@ -33,12 +32,14 @@ def iter_decoded_batches(
     max_pixels: int | None = None,
 ) -> Iterator[list[DecodedImage]]:
     """items: (image_id, rel_path) pairs. Yields lists of at most `batch_size` decoded images, in order."""
-    batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        window: deque[list[Future[DecodedImage]]] = deque()
-        for batch in batches:
-            window.append([pool.submit(_decode, root, i, p, max_pixels) for i, p in batch])
-            if len(window) > prefetch:
-                yield [f.result() for f in window.popleft()]
-        while window:
-            yield [f.result() for f in window.popleft()]
+    # prefetch + 1 batches of images in flight, as many as the model's batch and the ones decoded ahead of it
+    decoded = ordered_map(lambda item: _decode(root, item[0], item[1], max_pixels), items, workers,
+                          window=max(1, batch_size) * (prefetch + 1))
+    batch: list[DecodedImage] = []
+    for image in decoded:
+        batch.append(image)
+        if len(batch) >= batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
