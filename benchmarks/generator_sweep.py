@@ -12,6 +12,12 @@ never on the demo, whose figures are the reported test figures.
 Each variant is the build's own `train` config plus the overrides below; every variant trains from the
 same seed on the same pairs. Results are appended to `--json` as they finish (a rerun skips variants
 already there). Baselines (`--baselines`, no training) are scored once on the same pairs.
+
+Learning curves (docs/generator.md): every variant's log rows are kept under `curve` (losses, β, logit
+scale, the strict accuracy of the labels each level passes down); with `--val-every N` they also hold
+PCK on `--val-pairs` of the held-out pairs every N steps. The `oracle-labels` variant trains the pixel
+level on the true correspondences at its pseudo-labels' source points: what perfect labels would teach
+it, i.e. the ceiling of what better labels can buy with this network and backbone.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import numpy as np
 
 from sc_imagenet.config import read_resolved_config
 from sc_imagenet.dataset.quality import TruthOracle
+from sc_imagenet.evaluate.generator import HeldOutPCK
 from sc_imagenet.evaluate.methods import from_flow
 from sc_imagenet.evaluate.pairs import sample_eval_pairs
 from sc_imagenet.evaluate.pck import PCKAccumulator, bootstrap_interval, paired_difference
@@ -34,8 +41,9 @@ from sc_imagenet.evaluate.registry import METHODS, MethodContext
 from sc_imagenet.evaluate.run import evaluate
 from sc_imagenet.matching.builder import load_generator
 from sc_imagenet.stages.train import held_out_dataset, train_data_from_manifest
+from sc_imagenet.synth.groundtruth import true_correspondence
 from sc_imagenet.train.loop import train_generator
-from sc_imagenet.train.pairs import epoch_batches
+from sc_imagenet.train.monitor import LabelAccuracy
 
 # Every addition to the paper has a switch; the variants below turn them off one at a time.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -56,32 +64,44 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fixed-logit-scale": {"learn_logit_scale": False},
     "pixel-bce": {"pixel_loss": "bce"},
     "pixel-ce": {"pixel_loss": "ce"},
+    # candidates against "the generator does not learn" (issue: learning curves); each is a train switch
+    "beta-0.5": {"beta_init": 0.5},
+    "ema-teacher": {"label_teacher": "ema", "teacher_decay": 0.99},
+    "label-keep-0.5": {"label_keep": 0.5},
+    "adamw": {"optimizer": "adamw", "lr": 3e-4, "adapter_lr": 3e-4},
+    "lr-0.03": {"lr": 0.03, "adapter_lr": 0.01},
+    "oracle-labels": {},  # the default network trained on true labels (see the module docstring)
 }
+ORACLE = "oracle-labels"
 
 
-class LabelMeter:
-    """Strict PCK@0.1 of the pixel level's pseudo-labels (off-object = wrong) per epoch, and labels per pair."""
+def true_labels(root: Path) -> Any:
+    """A `relabel` hook: each pseudo-label's target replaced by the true correspondence of its source point;
+    labels whose source point has none (off the object) are dropped."""
 
-    def __init__(self, oracle: TruthOracle, per_epoch: int) -> None:
-        self.oracle, self.per_epoch = oracle, per_epoch
-        self.hits: dict[int, list[float]] = {}
-        self.counts: dict[int, list[int]] = {}
-
-    def __call__(self, step: int, batch: list, labels: list) -> None:
-        epoch = (step - 1) // self.per_epoch
-        for (src_id, trg_id, _), (sxy, txy, _) in zip(batch, labels, strict=True):
-            truth = self.oracle.truth(src_id, trg_id, sxy, txy)
-            self.hits.setdefault(epoch, []).append(float(np.sum(truth.error <= 0.1)))
-            self.counts.setdefault(epoch, []).append(len(sxy))
-
-    def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for epoch in sorted(self.hits):
-            h, c = np.array(self.hits[epoch]), np.array(self.counts[epoch])
-            out[f"labels_pck@0.1_epoch{epoch}"] = float(h.sum() / max(c.sum(), 1))
-            out[f"labels_pck@0.1_epoch{epoch}_ci95"] = list(bootstrap_interval(h, c))
-            out[f"labels_per_pair_epoch{epoch}"] = float(c.mean())
+    def relabel(batch: list, labels: list) -> list:
+        out = []
+        for (src_id, trg_id, _), (sxy, _txy, score) in zip(batch, labels, strict=True):
+            if not len(sxy):
+                out.append((sxy, _txy, score))
+                continue
+            true, valid = true_correspondence(root, src_id, trg_id, sxy)
+            out.append((sxy[valid], true[valid].astype(np.float32), score[valid]))
         return out
+
+    return relabel
+
+
+def label_summary(monitor: LabelAccuracy) -> dict[str, Any]:
+    """Strict PCK@0.1 of the pixel level's labels per epoch (with an interval over pairs) and labels per pair,
+    and the image level's (`labels_region_…`)."""
+    out: dict[str, Any] = {}
+    for level, prefix in (("pixel", "labels"), ("region", "labels_region")):
+        for epoch, (hits, counts) in monitor.epoch_summary(level).items():
+            out[f"{prefix}_pck@0.1_epoch{epoch}"] = float(hits.sum() / max(counts.sum(), 1))
+            out[f"{prefix}_pck@0.1_epoch{epoch}_ci95"] = list(bootstrap_interval(hits, counts))
+            out[f"{prefix}_per_pair_epoch{epoch}"] = float(counts.mean())
+    return out
 
 
 def score(method: Any, pairs: list, root: Path, seed: int) -> dict[str, Any]:
@@ -104,7 +124,7 @@ def brief(row: dict[str, Any]) -> dict[str, Any]:
     """A result row for the console: floats rounded; intervals and the per-pair counts (kept in `--json` for
     `paired_vs`) left out."""
     return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()
-            if "ci95" not in k and not k.startswith(("hits@", "counts"))}
+            if "ci95" not in k and not k.startswith(("hits@", "counts", "curve"))}
 
 
 def main() -> None:
@@ -113,6 +133,9 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--baselines", nargs="*", default=["nn", "mnn", "nn-refine-disp", "nn-rhm"])
     parser.add_argument("--eval-pairs", type=int, default=200)
+    parser.add_argument("--val-every", type=int, default=0,
+                        help="score --val-pairs held-out pairs every N steps while training (0: no curve of PCK)")
+    parser.add_argument("--val-pairs", type=int, default=100)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="extra train overrides for every variant (YAML values)")
     parser.add_argument("--json", type=Path, required=True)
@@ -137,19 +160,21 @@ def main() -> None:
     extra = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     data = train_data_from_manifest(args.build / "manifests" / "single_instance", data_root, cfg.train.foreground)
     oracle = TruthOracle(data_root)
+    validate = HeldOutPCK(eval_root, args.val_pairs, cfg.seed) if args.val_every else None
     for name in args.variants:
         if name in results:
             continue
-        tcfg = cfg.train.model_validate({**cfg.train.model_dump(), **extra, **VARIANTS[name],
-                                         "eval_pairs": 0, "device": "cpu", "checkpoint_every": 10_000})
-        per_epoch = len(epoch_batches(data.images_by_wnid, cfg.seed, 0, tcfg.batch_size))
-        meter = LabelMeter(oracle, per_epoch)
+        tcfg = cfg.train.model_validate({**cfg.train.model_dump(), **extra, **VARIANTS[name], "eval_pairs": 0,
+                                         "device": "cpu", "checkpoint_every": 10_000, "val_every": args.val_every})
+        monitor = LabelAccuracy(lambda s, t, sxy, txy: oracle.truth(s, t, sxy, txy).error)
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            res = train_generator(tcfg, cfg.seed, data, Path(tmp), log=lambda _: None, on_labels=meter)
+            res = train_generator(tcfg, cfg.seed, data, Path(tmp), log=lambda _: None, monitor=monitor,
+                                  validate=validate, relabel=true_labels(data_root) if name == ORACLE else None)
             wall = time.perf_counter() - t0
             gen = load_generator(res.checkpoint)
-            row = {"overrides": {**extra, **VARIANTS[name]}, "train_s": round(wall, 1), **meter.summary(),
+            row = {"overrides": {**extra, **VARIANTS[name]}, "train_s": round(wall, 1), **label_summary(monitor),
+                   "curve": [{k: v for k, v in r.items() if k != "pairs_per_s"} for r in res.rows],
                    "beta": {k: round(float(v.detach()), 4) for k, v in gen.model.beta.items()},
                    "logit_scale": float(gen.model.pixel_log_scale.detach().exp()),
                    **score(from_flow(gen.flow, mode="displacement"), pairs, eval_root, cfg.seed)}

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sc_imagenet import __version__
 from sc_imagenet.io.atomic import atomic_write_text
-from sc_imagenet.matching.settings import GeneratorConfig, MVAMConfig  # noqa: F401  (MVAMConfig: re-exported)
+from sc_imagenet.matching.settings import NEUTRAL_DEFAULT, GeneratorConfig, MVAMConfig  # noqa: F401  (MVAMConfig: re-exported)
 from sc_imagenet.paths import PROFILES_DIR, REPO_ROOT
 from sc_imagenet.synth.config import SynthConfig
 
@@ -112,7 +112,17 @@ class TrainConfig(GeneratorConfig):
     adapter_lr: float | None = Field(
         None, gt=0, le=10, description="SGD learning rate of the token adapters (default: lr)."
     )
-    lr: float = Field(3e-5, gt=0, le=10, description="SGD learning rate (paper 3e-5).")
+    lr: float = Field(3e-5, gt=0, le=10, description="Learning rate (paper: SGD, 3e-5).")
+    optimizer: Literal["sgd", "adamw"] = Field(
+        "sgd", json_schema_extra=NEUTRAL_DEFAULT,
+        description="sgd (paper, with `momentum`) or adamw (ours: attention modules usually train better "
+        "with per-parameter step sizes).")
+    label_teacher: Literal["self", "ema"] = Field(
+        "self", json_schema_extra=NEUTRAL_DEFAULT,
+        description="Who picks the labels each level passes down: the model itself (paper) or an "
+        "exponential moving average of it (ours, `teacher_decay`), against confirmation bias.")
+    teacher_decay: float = Field(0.99, ge=0, lt=1, json_schema_extra=NEUTRAL_DEFAULT,
+        description="EMA teacher: weight of the old teacher per step.")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (paper 0.9).")
     weight_decay: float = Field(0.0, ge=0, le=1)
     batch_size: int = Field(4, ge=2, le=1024, description="Pairs per step and GPU (≥ 2: batch shifting).")
@@ -134,6 +144,11 @@ class TrainConfig(GeneratorConfig):
         description="Memory the feature cache may hold (CPU RAM, per process); images beyond it are encoded "
         "again each epoch. ViT-B/16 at 512 px takes 3 MiB per image: all of ImageNet's 379 k would need 1.2 TB.")
     eval_pairs: int = Field(100, ge=0, le=100000, description="Held-out synthetic pairs for PCK (synthetic data only).")
+    val_pairs: int = Field(
+        50, ge=0, le=100000, description="Held-out synthetic pairs scored during training for the learning "
+        "curves (synthetic data only; 0 = off).")
+    val_every: int = Field(
+        0, ge=0, description="Steps between two scorings of `val_pairs` (0 = at the end of every epoch).")
 
 
 class LabelConfig(StrictModel):

@@ -14,7 +14,7 @@ from sc_imagenet.io.checkpoints import latest_checkpoint, list_checkpoints, load
 from sc_imagenet.io.images import load_rgb
 from sc_imagenet.matching.backbones import Features
 from sc_imagenet.matching.builder import load_generator
-from sc_imagenet.matching.cascade import CascadeGenerator
+from sc_imagenet.matching.cascade import CascadeGenerator, most_confident
 from sc_imagenet.matching.geometry import index_to_pixels
 from sc_imagenet.matching.settings import CascadeSettings
 from sc_imagenet.stages.train import TrainFigures
@@ -23,9 +23,12 @@ from sc_imagenet.train.loop import (
     FeatureCache,
     TrainData,
     TrainingDivergedError,
+    ema_update,
+    make_teacher,
     param_groups,
     train_generator,
 )
+from sc_imagenet.train.monitor import LabelAccuracy
 from sc_imagenet.train.pairs import (
     EpochPlan,
     alternate,
@@ -224,9 +227,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_data: TrainData, tmp
     real = CascadeGenerator.training_losses
     calls = {"n": 0}
 
-    def poisoned(self, batch, region_backbone):
+    def poisoned(self, batch, region_backbone, teacher=None):
         calls["n"] += 1
-        out = real(self, batch, region_backbone)
+        out = real(self, batch, region_backbone, teacher)
         if calls["n"] == 3:
             out["total"] = out["total"] * float("nan")
         return out
@@ -268,17 +271,128 @@ def test_region_level_pmps_passes_more_pseudo_labels_down(tiny_data: TrainData, 
     for select, matches, k in (("pmps", 4, 6), ("argmax", 1, 3)):
         seen: list[int] = []
 
-        def monitor(step: int, batch: list, labels: list, seen: list[int] = seen) -> None:
-            assert len(batch) == len(labels)
-            seen.extend(len(sxy) for sxy, txy, score in labels)
+        class Count:
+            def observe(self, step: int, epoch: int, batch: list, labels: dict, seen: list[int] = seen) -> None:
+                assert len(batch) == len(labels["pixel"]) == len(labels["region"])
+                seen.extend(len(sxy) for sxy, txy, score in labels["pixel"])
+
+            def flush(self) -> dict:
+                return {}
 
         cfg = tiny_cfg(max_steps=3, region_select=select, region_matches=matches, pixel_pairs=k)
-        result = train_generator(cfg, 0, tiny_data, tmp_path / select, log=lambda m: None, on_labels=monitor)
+        result = train_generator(cfg, 0, tiny_data, tmp_path / select, log=lambda m: None, monitor=Count())
         assert all(0 <= n <= k for n in seen) and len(seen) == 3 * 2
         assert result.rows[-1]["labels_per_pair"] == pytest.approx(seen[-2:][0] / 2 + seen[-1] / 2)
         counts[select] = seen
     assert max(counts["argmax"]) <= 3  # one per region, region_pairs 3
     assert sum(counts["pmps"]) > sum(counts["argmax"])
+
+
+class TestLearningCurves:
+    """What the log rows record: β, logit scale, the labels' accuracy per level, held-out PCK; none of it
+    changes what is trained."""
+
+    def test_rows_carry_diagnostics_and_validation_without_changing_training(self, tiny_data: TrainData,
+                                                                           tmp_path: Path) -> None:
+        calls: list[float] = []
+
+        def validate(gen) -> dict[str, float]:
+            assert not gen.model.training
+            calls.append(float(gen.model.beta["pixel"].detach()))
+            return {"val_pck01": 0.5}
+
+        truth = lambda s, t, sxy, txy: np.where(np.arange(len(sxy)) % 2 == 0, 0.05, np.inf)  # noqa: E731
+        monitor = LabelAccuracy(truth)
+        cfg = tiny_cfg(val_every=2, log_every=3)
+        watched = train_generator(cfg, 0, tiny_data, tmp_path / "w", log=lambda m: None, monitor=monitor,
+                                  validate=validate)
+        plain = train_generator(cfg, 0, tiny_data, tmp_path / "p", log=lambda m: None)
+        a, b = _params(watched.checkpoint), _params(plain.checkpoint)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        assert len(calls) == 2 and [r["step"] for r in watched.rows] == [2, 3, 4]
+        assert [r.get("val_pck01") for r in watched.rows] == [0.5, None, 0.5]
+        row = watched.rows[-1]
+        assert {"beta_image", "beta_region", "beta_pixel", "logit_scale"} <= row.keys()
+        assert row["labels_pixel_pck01"] == pytest.approx(0.5, abs=0.26) and row["labels_region_pck01"] is not None
+        per_pair = monitor.epoch_summary("pixel")
+        assert sum(h.sum() for h, _ in per_pair.values()) > 0
+
+    def test_label_accuracy_counts_strictly(self) -> None:
+        truth = lambda s, t, sxy, txy: np.array([0.0, 0.1, 0.2, np.inf])[: len(sxy)]  # noqa: E731
+        mon = LabelAccuracy(truth)
+        pts = np.zeros((4, 2), np.float32)
+        mon.observe(1, 0, [("a", "b", "w")], {"pixel": [(pts, pts, np.ones(4))], "region": [(pts[:1], pts[:1],
+                                                                                          np.ones(1))]})
+        assert mon.flush() == {"labels_region_pck01": 1.0, "labels_pixel_pck01": 0.5}
+        assert mon.flush() == {"labels_region_pck01": None, "labels_pixel_pck01": None}
+
+
+class TestLabelSwitches:
+    def test_most_confident_keeps_the_best_share(self) -> None:
+        sxy = np.arange(10, dtype=np.float32).reshape(5, 2)
+        s, t, sc = most_confident((sxy, sxy + 1, np.array([0.1, 0.9, 0.5, 0.7, 0.2])), 0.4)
+        np.testing.assert_array_equal(sc, [0.9, 0.7])
+        np.testing.assert_array_equal(s, sxy[[1, 3]])
+        np.testing.assert_array_equal(t, sxy[[1, 3]] + 1)
+        assert len(most_confident((sxy[:1], sxy[:1], np.array([0.3])), 0.1)[2]) == 1
+        assert len(most_confident((sxy[:0], sxy[:0], np.zeros(0)), 0.5)[2]) == 0
+
+    def test_ema_update_known_answer(self) -> None:
+        model = CascadeGenerator(384, CascadeSettings.of(tiny_cfg()))
+        teacher = make_teacher(model)
+        assert not any(p.requires_grad for p in teacher.parameters())
+        with torch.no_grad():
+            model.beta["pixel"].fill_(1.0)
+        ema_update(teacher, model, 0.9)
+        assert float(teacher.beta["pixel"]) == pytest.approx(0.1)
+
+    def test_ema_teacher_resumes_to_the_same_parameters(self, tiny_data: TrainData, tmp_path: Path) -> None:
+        cfg = tiny_cfg(label_teacher="ema", teacher_decay=0.5, optimizer="adamw", lr=1e-3)
+        straight = train_generator(cfg, 0, tiny_data, tmp_path / "a", log=lambda m: None)
+        assert "teacher" in load_checkpoint(straight.checkpoint)
+
+        def die(step: int, total: int) -> None:
+            if step == 3:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            train_generator(cfg, 0, tiny_data, tmp_path / "b", log=lambda m: None, on_step=die)
+        resumed = train_generator(cfg, 0, tiny_data, tmp_path / "b", log=lambda m: None)
+        a, b = load_checkpoint(straight.checkpoint), load_checkpoint(resumed.checkpoint)
+        for part in ("model", "teacher"):
+            assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])
+        assert not all(torch.equal(a["model"][k], a["teacher"][k]) for k in a["model"])
+
+    def test_beta_init_gives_the_image_level_a_gradient(self) -> None:
+        torch.manual_seed(0)
+        grid = (4, 4)
+        src = Features(torch.rand(2, 16, 384), grid, torch.rand(2, 384))
+        trg = Features(torch.rand(2, 16, 384), grid, torch.rand(2, 384))
+        grads = {}
+        for beta in (0.0, 0.5):
+            model = CascadeGenerator(384, CascadeSettings.of(tiny_cfg(beta_init=beta)))
+            assert float(model.beta["image"].detach()) == beta
+            model.volume("image", src, trg).sum().backward()
+            grads[beta] = sum(float(p.grad.abs().sum()) for p in model.mvam["image"].parameters() if p.grad is not None)
+        assert grads[0.0] == 0.0 and grads[0.5] > 0
+
+    def test_relabel_replaces_what_the_pixel_level_learns(self, tiny_data: TrainData, tmp_path: Path) -> None:
+        seen: list[list] = []
+
+        def relabel(batch: list, labels: list) -> list:
+            assert len(batch) == len(labels)
+            return [(s[:1], s[:1], c[:1]) for s, t, c in labels]
+
+        class Keep:
+            def observe(self, step, epoch, batch, labels) -> None:
+                seen.append(labels["pixel"])
+
+            def flush(self) -> dict:
+                return {}
+
+        train_generator(tiny_cfg(max_steps=2), 0, tiny_data, tmp_path / "r", log=lambda m: None, monitor=Keep(),
+                        relabel=relabel)
+        assert all(len(s) <= 1 and np.array_equal(s, t) for step in seen for s, t, _ in step)
 
 
 def test_adapter_has_its_own_learning_rate() -> None:
@@ -351,3 +465,20 @@ def test_demo_generator_beats_mutual_nearest_neighbours(tmp_path: Path) -> None:
     assert scores["pck@0.1"] > scores["mnn_pck@0.1"] + 0.01, scores
     assert scores["pck@0.05"] > scores["mnn_pck@0.05"], scores
     assert scores["pck@0.1"] > scores["nn_pck@0.1"], scores  # training adds to the bare backbone
+
+
+def test_switches_added_later_keep_finished_generators_at_their_default(tmp_path: Path) -> None:
+    """A switch whose default is the behaviour before it existed stays out of the fingerprint at that default
+    (no finished generator is retrained by an upgrade); set, it is fingerprinted like any field."""
+    from sc_imagenet.config import load_config
+    from sc_imagenet.matching.settings import fingerprint_fields
+    from sc_imagenet.stages.train import TrainStage
+
+    cfg = load_config("demo")
+    payload = TrainStage().fingerprint_payload(cfg, tmp_path)["train"]
+    later = {"optimizer", "label_teacher", "teacher_decay", "beta_init", "label_keep"}
+    assert not later & payload.keys() and not {"val_every", "val_pairs"} & payload.keys()  # how, not what
+    for key, value in (("optimizer", "adamw"), ("beta_init", 0.5), ("label_keep", 0.5)):
+        changed = cfg.model_copy(update={"train": cfg.train.model_copy(update={key: value})})
+        assert TrainStage().fingerprint_payload(changed, tmp_path)["train"][key] == value
+    assert "lr" not in fingerprint_fields(cfg.train, {"lr"})

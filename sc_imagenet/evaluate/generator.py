@@ -23,6 +23,19 @@ def generator_transfer(checkpoint: Path, device: str = "cpu", backbone_checkpoin
     return from_flow(load_generator(Path(checkpoint), device, backbone_checkpoint).flow, mode="displacement")
 
 
+class HeldOutPCK:
+    """A validator for training (`train.loop.Validator`): PCK@0.05 / @0.1 per keypoint of a generator, as it
+    stands, on the same `n_pairs` held-out pairs every time (`val_pck005`, `val_pck01`)."""
+
+    def __init__(self, root: Path, n_pairs: int, seed: int) -> None:
+        self.root, self.seed = Path(root), seed
+        self.pairs = sample_eval_pairs(self.root, n_pairs, seed=seed)
+
+    def __call__(self, generator: Any) -> dict[str, float]:
+        res = evaluate(from_flow(generator.flow, mode="displacement"), self.pairs, self.root, seed=self.seed)
+        return {"val_pck005": float(res["pck@0.05"]), "val_pck01": float(res["pck@0.1"])}
+
+
 def _factory(ctx: MethodContext) -> Method:
     if "generator" not in ctx.options:
         raise ValueError("the generator method needs --generator <generator.pt>")

@@ -14,12 +14,14 @@ Training step on a batch of B same-category pairs (different categories across t
 
 Total: λ1 L_I + λ2 L_R + λ3 L_P (Eq. 3). Each level has its own MVAM unless `shared_attention`
 (Table 4 VII). Supervision flowing down the cascade is detached: each level learns from the
-selections of the level above, as in the paper's MIL scheme.
+selections of the level above, as in the paper's MIL scheme. With a `teacher` (a slowly updated copy
+of the model, `train.label_teacher: ema`), those selections come from the teacher's volumes while the
+losses stay on the student's: the standard remedy for self-training's confirmation bias.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -34,11 +36,18 @@ from sc_imagenet.matching.mvam import MVAM, TokenAdapter, correlation_4d
 from sc_imagenet.matching.pmps import PMPS, nms_pairs
 from sc_imagenet.matching.settings import LEVELS, CascadeConfig, CascadeSettings
 
+# one pair's labels: source pixels (K, 2), target pixels (K, 2), confidence (K,)
+Labels = tuple[np.ndarray, np.ndarray, np.ndarray]
+
 
 @dataclass
 class PairBatch:
     """B image pairs. Images RGB uint8 `(H, W, 3)`; features from the image-level backbone;
-    foreground masks float32 `(H, W)` in [0, 1] at original resolution (None = no constraint)."""
+    foreground masks float32 `(H, W)` in [0, 1] at original resolution (None = no constraint).
+
+    `relabel` (ablations only, never in a build): replaces the pixel level's pseudo-labels of the batch
+    before its loss, e.g. by the true correspondences at the same source points on synthetic data, which
+    measures what the pixel level could learn from perfect labels (`benchmarks/generator_sweep.py`)."""
 
     src_images: Sequence[np.ndarray]
     trg_images: Sequence[np.ndarray]
@@ -46,6 +55,7 @@ class PairBatch:
     trg: Features
     src_fg: Sequence[np.ndarray] | None = None
     trg_fg: Sequence[np.ndarray] | None = None
+    relabel: Callable[[list[Labels]], list[Labels]] | None = None
 
 
 def grid_masks(masks: Sequence[np.ndarray] | None, grid: tuple[int, int], device: torch.device) -> Tensor | None:
@@ -68,6 +78,14 @@ def window_box(center_xy: np.ndarray, cell_wh: tuple[float, float], window: int,
     return x0, y0, x0 + bw, y0 + bh
 
 
+def most_confident(labels: Labels, fraction: float) -> Labels:
+    """The `fraction` of a pair's labels with the highest confidence (at least one when there are any)."""
+    sxy, txy, score = labels
+    n = max(1, int(np.ceil(fraction * len(score)))) if len(score) else 0
+    order = np.argsort(-np.asarray(score), kind="stable")[:n]
+    return sxy[order], txy[order], score[order]
+
+
 class CascadeGenerator(nn.Module):
     """The trainable part (MVAMs; the backbone stays outside, frozen). `settings`: any `CascadeConfig`
     (`TrainConfig` included); the model keeps an immutable copy (`CascadeSettings`)."""
@@ -83,7 +101,9 @@ class CascadeGenerator(nn.Module):
         # of from a randomly projected one) keeps the first pseudo-labels as good as the backbone.
         self.adapter = nn.ModuleDict({lvl: TokenAdapter(in_dim) for lvl in settings.adapter_levels
                                       if lvl in settings.levels})
-        self.beta = nn.ParameterDict({lvl: nn.Parameter(torch.zeros(())) for lvl in settings.level_order})
+        # β = 0 gives MVAM no gradient at all (it enters the volume as β·MVAM): `beta_init` opens that path
+        self.beta = nn.ParameterDict({lvl: nn.Parameter(torch.tensor(float(settings.beta_init)))
+                                      for lvl in settings.level_order})
         # logit scale and offset of the pixel-level loss, learned by default: pseudo-labels are only partly
         # right, so the right sharpness is not known in advance (a fixed scale makes β act as a temperature knob)
         learn = settings.learn_logit_scale
@@ -94,9 +114,17 @@ class CascadeGenerator(nn.Module):
         # (dense SIFT) flood the Hough space with background votes (measured: PCK@0.1 0.16 vs 0.42)
         self.pmps = PMPS(L=settings.rhm_L, use_hough=settings.use_rhm, appearance=settings.rhm_appearance,
                          debias=settings.rhm_debias)
-        # diagnostics: the pseudo-labels the pixel level was trained on in the last step, per pair
-        # (source pixels, target pixels, confidence); read by training monitors, never by the loss
-        self.last_labels: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        # diagnostics, read by training monitors and never by the loss: the labels each level passed down in
+        # the last step, per pair: "region" = the image level's suspected matches (the regions' centres),
+        # "pixel" = the pseudo-labels the pixel level was trained on
+        self.last_labels: dict[str, list[Labels]] = {}
+
+    def diagnostics(self) -> dict[str, float | None]:
+        """β of every level (None where the level is not trained) and the pixel loss's logit scale."""
+        out: dict[str, float | None] = {f"beta_{lvl}": (float(self.beta[lvl].detach()) if lvl in self.beta else None)
+                                        for lvl in LEVELS}
+        out["logit_scale"] = float(self.pixel_log_scale.detach().exp())
+        return out
 
     def volume(self, level: str, src: Features, trg: Features, trg_perm: Tensor | None = None) -> Tensor:
         """`(B, h_s, w_s, h_t, w_t)` volume of a level; `trg_perm` reorders the targets (negatives)."""
@@ -117,11 +145,21 @@ class CascadeGenerator(nn.Module):
         # fall by separating positives from negatives, not by scaling β (which the residual mix allows)
         return (raw + beta * torch.tanh(refined)) / (1.0 + beta.abs())
 
-    def forward(self, batch: PairBatch, region_backbone: Backbone | None) -> dict[str, Tensor]:
+    def forward(self, batch: PairBatch, region_backbone: Backbone | None,
+                teacher: CascadeGenerator | None = None) -> dict[str, Tensor]:
         """The training step's losses (`forward` so that DistributedDataParallel can wrap the module)."""
-        return self.training_losses(batch, region_backbone)
+        return self.training_losses(batch, region_backbone, teacher)
 
-    def training_losses(self, batch: PairBatch, region_backbone: Backbone | None) -> dict[str, Tensor]:
+    def _label_volume(self, teacher: CascadeGenerator | None, level: str, src: Features, trg: Features,
+                      own: Tensor) -> Tensor:
+        """The volume a level's selections are read from: its own (detached) or the teacher's."""
+        if teacher is None:
+            return own.detach()
+        with torch.no_grad():
+            return teacher.volume(level, src, trg)
+
+    def training_losses(self, batch: PairBatch, region_backbone: Backbone | None,
+                        teacher: CascadeGenerator | None = None) -> dict[str, Tensor]:
         s = self.settings
         B = batch.src.tokens.shape[0]
         if B < 2:
@@ -138,22 +176,30 @@ class CascadeGenerator(nn.Module):
         losses["image"] = contrastive_loss(v_pos, v_neg, fg_s, fg_t, None if fg_t is None else fg_t[shift])
 
         k_sup = s.region_pairs if "region" in s.levels else s.pixel_pairs
-        sel = self.pmps(v_pos.detach(), k_sup, fg_s, fg_t, nms_radius=s.window / 2)
+        sel = self.pmps(self._label_volume(teacher, "image", batch.src, batch.trg, v_pos), k_sup, fg_s, fg_t,
+                        nms_radius=s.window / 2)
         src_hw = [img.shape[:2] for img in batch.src_images]
         trg_hw = [img.shape[:2] for img in batch.trg_images]
         pairs = [self._cells_to_pixels(sel, b, batch.src.grid, batch.trg.grid, src_hw[b], trg_hw[b]) for b in range(B)]
 
+        labels: dict[str, list[Labels]] = {}
         if "region" in s.levels:
             if region_backbone is None:
                 raise ValueError("the region level needs a region backbone")
-            losses["region"], pairs = self._region_level(batch, pairs, region_backbone, use_fg)
+            labels["region"] = pairs
+            losses["region"], pairs = self._region_level(batch, pairs, region_backbone, use_fg, teacher)
+        if s.label_keep < 1.0:
+            pairs = [most_confident(p, s.label_keep) for p in pairs]
+        if batch.relabel is not None:
+            pairs = batch.relabel(pairs)
+        labels["pixel"] = pairs
         if "pixel" in s.levels:
             src_idx, trg_grid, valid = self._pixel_targets(pairs, batch.src.grid, batch.trg.grid, src_hw, trg_hw,
                                                            device)
             v_pix = self.volume("pixel", batch.src, batch.trg)
             losses["pixel"] = pixel_level_loss(v_pix, src_idx, trg_grid, valid, self.pixel_log_scale.exp(),
                                                bias=self.pixel_bias, mode=s.pixel_loss)
-        self.last_labels = pairs
+        self.last_labels = labels
         weights = dict(zip(LEVELS, s.lambdas, strict=True))
         losses["total"] = sum(weights[k] * v for k, v in losses.items())
         return losses
@@ -167,8 +213,8 @@ class CascadeGenerator(nn.Module):
         score = sel["score"][b].float().cpu().numpy()[ok]  # numpy has no bf16
         return index_to_pixels(si, grid_s, hw_s), index_to_pixels(ti, grid_t, hw_t), score
 
-    def _region_level(self, batch: PairBatch, pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                      region_backbone: Backbone, use_fg: bool) -> tuple[Tensor, list]:
+    def _region_level(self, batch: PairBatch, pairs: list[Labels], region_backbone: Backbone, use_fg: bool,
+                      teacher: CascadeGenerator | None = None) -> tuple[Tensor, list]:
         s = self.settings
         B = len(pairs)
         crops_s, crops_t, boxes, owner, fg_s, fg_t = [], [], [], [], [], []
@@ -203,7 +249,7 @@ class CascadeGenerator(nn.Module):
         v_pos = self.volume("region", rs, rt)
         v_neg = self.volume("region", rs, rt, neg)
         loss = contrastive_loss(v_pos, v_neg, gs, gt, None if gt is None else gt[neg])
-        si, ti, score = self._region_matches(v_pos.detach(), gs, gt)  # (M, k) each, -1 = none
+        si, ti, score = self._region_matches(self._label_volume(teacher, "region", rs, rt, v_pos), gs, gt)
         # every region's matches in image pixels at once, (M, k, 2); rows with index -1 are masked out below
         src_px = np.stack([self._region_points(si[m], rs.grid, boxes[m][0]) for m in range(len(owner))])
         trg_px = np.stack([self._region_points(ti[m], rt.grid, boxes[m][1]) for m in range(len(owner))])

@@ -21,6 +21,22 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 LEVELS = ("image", "region", "pixel")
+
+# A switch added after builds exist, whose default is the behaviour before it: at that default it stays out of
+# the stage fingerprints (`fingerprint_fields`), so adding it does not retrain a finished generator (GPU-days
+# on ImageNet). Set to anything else, it is fingerprinted like every other field.
+NEUTRAL_DEFAULT = {"fingerprint": "when_set"}
+
+
+def fingerprint_fields(model: BaseModel, exclude: set[str] = frozenset()) -> dict[str, Any]:
+    """`model`'s fields as JSON values, without `exclude` and without NEUTRAL_DEFAULT fields at their default."""
+    out = {}
+    for name, value in model.model_dump(mode="json").items():
+        info = type(model).model_fields[name]
+        if name in exclude or (info.json_schema_extra == NEUTRAL_DEFAULT and getattr(model, name) == info.default):
+            continue
+        out[name] = value
+    return out
 Level = Literal["image", "region", "pixel"]
 
 
@@ -97,6 +113,16 @@ class CascadeConfig(_Settings):
     )
     learn_logit_scale: bool = Field(
         True, description="Learn the pixel loss's logit scale and offset (ours); false keeps them fixed."
+    )
+    beta_init: float = Field(
+        0.0, ge=0, le=10, json_schema_extra=NEUTRAL_DEFAULT,
+        description="Initial β of every level's volume mix (ours). At 0 the MVAMs get no gradient "
+        "until β moves (the mix is cos + β·MVAM), which the image and region levels never do on the demo.",
+    )
+    label_keep: float = Field(
+        1.0, gt=0, le=1, json_schema_extra=NEUTRAL_DEFAULT,
+        description="Fraction of each pair's pixel-level pseudo-labels kept, most confident "
+        "first (ours; 1 = all): fewer, cleaner labels.",
     )
     adapter_levels: list[Level] = Field(
         default_factory=lambda: ["pixel"],

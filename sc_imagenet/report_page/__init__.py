@@ -19,8 +19,9 @@ from sc_imagenet.report_page.model import (
     TrainScores,
     TruthData,
 )
+from sc_imagenet.report_page.plots import CURVE_COLUMNS
 from sc_imagenet.report_page.write import ASSETS, PAGE, ReportFile, write_report
 
-__all__ = ["ASSETS", "FUNNEL", "FUNNEL_KEYS", "PAGE", "SECTION_NEEDS", "USABLE_STATES", "CategoryGallery",
-           "Detection", "DroppedView", "PairView", "ReportData", "ReportFile", "StageView", "TrainScores", "TruthData",
-           "write_report"]
+__all__ = ["ASSETS", "CURVE_COLUMNS", "FUNNEL", "FUNNEL_KEYS", "PAGE", "SECTION_NEEDS", "USABLE_STATES",
+           "CategoryGallery", "Detection", "DroppedView", "PairView", "ReportData", "ReportFile", "StageView",
+           "TrainScores", "TruthData", "write_report"]

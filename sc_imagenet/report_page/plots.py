@@ -138,9 +138,23 @@ def truth_scatter(truth: Any, threshold: float, max_points: int = 12000, seed: i
     return fig
 
 
+CURVE_COLUMNS = ("labels_region_pck01", "labels_pixel_pck01", "val_pck005", "val_pck01",
+                 "beta_image", "beta_region", "beta_pixel", "logit_scale")
+
+
+def _has(log: pd.DataFrame, col: str) -> bool:
+    return col in log and bool(log[col].notna().any())
+
+
 def loss_curves(log: pd.DataFrame) -> Figure:
-    """The generator's training losses per logged step (the `train` manifest)."""
-    fig, ax = _figure(6.4, 3.0)
+    """The generator's training per logged step (the `train` manifest): its losses; where recorded, the
+    accuracy of the labels each level passes down and PCK on held-out pairs (synthetic data); each level's β."""
+    accuracy = [c for c in ("labels_region_pck01", "labels_pixel_pck01", "val_pck005", "val_pck01") if _has(log, c)]
+    betas = [c for c in ("beta_image", "beta_region", "beta_pixel") if _has(log, c)]
+    panels = 1 + bool(accuracy) + bool(betas)
+    fig, axes = _figure(6.4 if panels == 1 else 4.2 * panels, 3.0, ncols=panels)
+    axes = [axes] if panels == 1 else list(axes)
+    ax = axes.pop(0)
     few = len(log) < 20
     for col, colour in (("L_I", "#1b9e77"), ("L_R", "#d95f02"), ("L_P", "#7570b3"), ("total", "k")):
         if col in log and (log[col] != 0).any():
@@ -150,4 +164,27 @@ def loss_curves(log: pd.DataFrame) -> Figure:
     ax.set_ylabel("loss")
     ax.legend(fontsize=8)
     ax.set_title(f"{len(log)} logged step{'' if len(log) == 1 else 's'}", fontsize=10)
+    if accuracy:
+        ax = axes.pop(0)
+        style = {"labels_region_pck01": ("#d95f02", "-", "labels image→region"),
+                 "labels_pixel_pck01": ("#7570b3", "-", "labels region→pixel"),
+                 "val_pck005": (SELECTED, "--", "held-out PCK@0.05"), "val_pck01": (SELECTED, "-", "held-out PCK@0.1")}
+        for col in accuracy:
+            colour, ls, label = style[col]
+            rows = log[log[col].notna()]
+            ax.plot(rows["step"], rows[col], color=colour, ls=ls, marker="o" if col.startswith("val") else None,
+                    ms=3, lw=1.0, label=label)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("strict PCK@0.1 / PCK")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+        ax.set_title("labels passed down · held-out PCK", fontsize=10)
+    if betas:
+        ax = axes.pop(0)
+        for col, colour in zip(betas, ("#1b9e77", "#d95f02", "#7570b3"), strict=False):
+            ax.plot(log["step"], log[col], color=colour, lw=1.0, label=col.replace("_", " "))
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("β (weight of MVAM in the volume)")
+        ax.legend(fontsize=7)
+        ax.set_title("volume mix", fontsize=10)
     return fig

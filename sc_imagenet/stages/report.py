@@ -27,6 +27,7 @@ from sc_imagenet.io.manifest import (
     ShardWriter,
     category_shards,
     list_shards,
+    open_manifest,
     read_manifest,
     read_shard,
     read_stage_record,
@@ -34,6 +35,7 @@ from sc_imagenet.io.manifest import (
     table_dir,
 )
 from sc_imagenet.report_page import (
+    CURVE_COLUMNS,
     PAGE,
     USABLE_STATES,
     CategoryGallery,
@@ -606,7 +608,10 @@ def _truth(data: ReportData, build: BuildReader, cfg: BuildConfig, data_root: Pa
 def _training(data: ReportData, build: BuildReader, cfg: BuildConfig, data_root: Path, tables: dict[str, Any]) -> None:
     if data.missing_for("training"):
         return
-    data.train_log = read_manifest(build.dir("train"), columns=TRAIN_COLUMNS).to_pandas().sort_values("step")
+    # the curve columns are optional: a generator trained before they existed has none
+    present = set(open_manifest(build.dir("train")).schema.names)
+    columns = TRAIN_COLUMNS + [c for c in TrainStage.columns(*CURVE_COLUMNS) if c in present]
+    data.train_log = read_manifest(build.dir("train"), columns=columns).to_pandas().sort_values("step")
     train = build.figures("train", TrainFigures)
     if train is not None:
         data.train_scores = TrainScores(steps=train.steps, eval_pairs=train.eval_pairs, pck=train.pck())

@@ -25,6 +25,7 @@ from sc_imagenet.config import BuildConfig, ConfigError
 from sc_imagenet.io.integrity import build_relative
 from sc_imagenet.io.manifest import ShardWriter, file_sha256
 from sc_imagenet.io.weights import WeightsError, resolve_weights, weights_sha256
+from sc_imagenet.matching.settings import fingerprint_fields
 from sc_imagenet.stages.base import Stage, StageContext, StageFigures, StageOutput, register_stage
 from sc_imagenet.stages.schema import column, manifest_schema
 from sc_imagenet.stages.single_instance import SingleInstanceStage, foreground_provider, read_kept_images
@@ -43,6 +44,19 @@ SCHEMA = manifest_schema(
     column("labels_per_pair", pa.float32(),
            "pseudo-labels per pair the pixel level was trained on since the previous row (at most train.pixel_pairs)"),
     column("pairs_per_s", pa.float32(), "training throughput since the previous row", "pairs/s", volatile=True),
+    column("beta_image", pa.float32(), "β of the image level's volume mix (null: level not trained)"),
+    column("beta_region", pa.float32(), "β of the region level's volume mix (null: level not trained)"),
+    column("beta_pixel", pa.float32(), "β of the pixel level's volume mix (null: level not trained)"),
+    column("logit_scale", pa.float32(), "the pixel loss's logit scale (learned by default)"),
+    column("labels_region_pck01", pa.float32(),
+           "synthetic data: strict PCK@0.1 of the image level's suspected matches (the regions' centres) since "
+           "the previous row; null otherwise"),
+    column("labels_pixel_pck01", pa.float32(),
+           "synthetic data: strict PCK@0.1 of the pixel level's pseudo-labels since the previous row; null otherwise"),
+    column("val_pck005", pa.float32(),
+           "synthetic data: PCK@0.05 of the generator at that step on `train.val_pairs` held-out pairs; null on rows "
+           "without a validation"),
+    column("val_pck01", pa.float32(), "as val_pck005, at PCK@0.1"),
     column("status", pa.string(), "`logged`"),
 )
 KEPT_COLUMNS = SingleInstanceStage.columns("image_id", "rel_path", "wnid")
@@ -137,6 +151,8 @@ class TrainFigures(StageFigures):
 @register_stage
 class TrainStage(Stage):
     name = "train"
+    # 2 still: the curve columns (β … val_pck01) came later as nullable diagnostics that readers treat as optional;
+    # a bump would retrain every finished generator
     schema_version = 2
     schema = SCHEMA
     figures_model = TrainFigures
@@ -159,9 +175,10 @@ class TrainStage(Stage):
                               "models/registry.yaml entry or a path); nothing is downloaded. The weight-free "
                               "choice is train.backbone: dense-sift")
         # how, not what: device, logging and checkpoint cadence stay out
-        how = {"device", "log_every", "checkpoint_every", "cache_features", "feature_cache_gb", "eval_pairs"}
+        how = {"device", "log_every", "checkpoint_every", "cache_features", "feature_cache_gb", "eval_pairs",
+               "val_pairs", "val_every"}
         return {"seed": cfg.seed, "data_root": str(data_root),
-                "train": {k: v for k, v in t.model_dump(mode="json").items() if k not in how},
+                "train": fingerprint_fields(t, how),
                 "backbone_sha256": weights_sha256(ckpt) if ckpt else None}
 
     def run(self, ctx: StageContext) -> StageOutput:
@@ -186,7 +203,9 @@ class TrainStage(Stage):
         if t.processes > 1:
             result = launch_torchrun(ctx, ckpt_dir)
         else:
-            result = train_generator(t, ctx.cfg.seed, data, ckpt_dir, backbone_checkpoint(ctx.cfg), ctx.log, on_step)
+            monitor, validate = self.watchers(ctx)
+            result = train_generator(t, ctx.cfg.seed, data, ckpt_dir, backbone_checkpoint(ctx.cfg), ctx.log, on_step,
+                                     monitor=monitor, validate=validate)
         bar.close()
         final = ctx.artifacts() / "generator.pt"
         shutil.copy2(result.checkpoint, final)
@@ -205,6 +224,22 @@ class TrainStage(Stage):
             summary.append({"step": "PCK", **pck})
         return StageOutput(len(result.rows), {"logged": len(result.rows)}, [path], 0, TrainFigures.check(extra),
                            summary, [final])
+
+    @staticmethod
+    def watchers(ctx: StageContext) -> tuple[Any, Any]:
+        """The learning curves' monitor and validator: on synthetic data, the labels' accuracy against the
+        truth and PCK on held-out pairs; nothing elsewhere (no truth)."""
+        if ctx.cfg.data.source != "synthetic":
+            return None, None
+        from sc_imagenet.dataset.quality import TruthOracle
+        from sc_imagenet.evaluate.generator import HeldOutPCK
+        from sc_imagenet.train.monitor import LabelAccuracy
+
+        oracle = TruthOracle(ctx.data_root)
+        monitor = LabelAccuracy(lambda s, t, sxy, txy: oracle.truth(s, t, sxy, txy).error)
+        n = ctx.cfg.train.val_pairs
+        validate = HeldOutPCK(held_out_dataset(ctx.cfg, ctx.out_dir), n, ctx.cfg.seed) if n else None
+        return monitor, validate
 
     @staticmethod
     def evaluate(ctx: StageContext, checkpoint: Path) -> dict[str, Any]:

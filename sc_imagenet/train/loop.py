@@ -9,6 +9,7 @@ run reaches.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -31,10 +32,15 @@ from sc_imagenet.io.checkpoints import (
 )
 from sc_imagenet.matching.backbones import Backbone, Features
 from sc_imagenet.matching.builder import make_backbones
-from sc_imagenet.matching.cascade import CascadeGenerator, PairBatch
+from sc_imagenet.matching.cascade import CascadeGenerator, Labels, PairBatch
+from sc_imagenet.matching.predictor import PseudoLabelGenerator
+from sc_imagenet.train.monitor import TrainMonitor
 from sc_imagenet.train.pairs import EpochPlan, Pair
 
-LabelMonitor = Callable[[int, list[Pair], list[tuple[np.ndarray, np.ndarray, np.ndarray]]], None]
+# (the step's pairs, the pixel level's labels) → replacement labels (ablations only)
+Relabel = Callable[[list[Pair], list[Labels]], list[Labels]]
+# the generator as it stands → figures for the log row (e.g. PCK on held-out pairs); called every `val_every` steps
+Validator = Callable[[PseudoLabelGenerator], Mapping[str, float]]
 
 
 class TrainingDivergedError(RuntimeError):
@@ -58,7 +64,7 @@ class TrainResult:
 
 
 def param_groups(model: CascadeGenerator, cfg: TrainConfig) -> list[dict[str, Any]]:
-    """SGD parameter groups: the token adapters at `adapter_lr` (when set), everything else at `lr`."""
+    """Parameter groups: the token adapters at `adapter_lr` (when set), everything else at `lr`."""
     adapter = list(model.adapter.parameters())
     ids = {id(p) for p in adapter}
     rest = [p for p in model.parameters() if id(p) not in ids]
@@ -100,6 +106,38 @@ class FeatureCache:
                         torch.stack([r[1] for r in rows]).to(device))
 
 
+def make_optimizer(model: CascadeGenerator, cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def make_teacher(model: CascadeGenerator) -> CascadeGenerator:
+    """A frozen copy of the model that an EMA keeps close to it (`ema_update`)."""
+    teacher = copy.deepcopy(model)
+    teacher.requires_grad_(False)
+    return teacher.eval()
+
+
+@torch.no_grad()
+def ema_update(teacher: CascadeGenerator, model: CascadeGenerator, decay: float) -> None:
+    """teacher ← decay·teacher + (1 − decay)·model, parameter by parameter (buffers copied)."""
+    for t, m in zip(teacher.parameters(), model.parameters(), strict=True):
+        t.lerp_(m.detach(), 1.0 - decay)
+    for t, m in zip(teacher.buffers(), model.buffers(), strict=True):
+        t.copy_(m)
+
+
+def validate_generator(validate: Validator, backbone: Backbone, model: CascadeGenerator, amp: bool) -> dict[str, float]:
+    """Score the model as the `label` stage would read it, then hand it back in training mode."""
+    try:
+        with torch.no_grad():
+            return dict(validate(PseudoLabelGenerator(backbone, model, amp=amp)))
+    finally:
+        model.train()
+
+
 def _dist() -> tuple[int, int]:
     """(rank, world size); (0, 1) outside `torchrun`."""
     import torch.distributed as dist
@@ -119,9 +157,15 @@ def _barrier(world: int) -> None:
 def train_generator(cfg: TrainConfig, seed: int, data: TrainData, ckpt_dir: Path,
                     backbone_checkpoint: Path | None = None, log: Callable[[str], None] = print,
                     on_step: Callable[[int, int], None] | None = None, device: str | None = None,
-                    on_labels: LabelMonitor | None = None) -> TrainResult:
-    """Train (or resume training) and return the final checkpoint. `on_step(step, total_steps)`;
-    `on_labels(step, batch, labels)` sees each step's pseudo-labels (diagnostics, e.g. their accuracy).
+                    monitor: TrainMonitor | None = None, validate: Validator | None = None,
+                    relabel: Relabel | None = None) -> TrainResult:
+    """Train (or resume training) and return the final checkpoint. `on_step(step, total_steps)`.
+
+    Learning curves: every log row holds the losses, each level's β and the logit scale; `monitor` sees each
+    step's labels per level and adds its figures (e.g. their accuracy against a truth) to the next row;
+    `validate(generator)` runs every `cfg.val_every` steps (0: at each epoch's end) and its figures join that
+    step's row. Neither changes what is trained. `relabel(batch, labels)` replaces the pixel level's labels
+    (ablations only, see `PairBatch.relabel`).
 
     Under `torchrun` (a process group is initialised) the model is wrapped in DistributedDataParallel:
     each optimizer step takes `world` consecutive batches of the epoch, one per process; rank 0 writes
@@ -133,7 +177,8 @@ def train_generator(cfg: TrainConfig, seed: int, data: TrainData, ckpt_dir: Path
     np.random.seed(seed % 2**32)
     backbone, region_backbone = make_backbones(cfg, backbone_checkpoint, device)
     model = CascadeGenerator(backbone.out_dim, cfg).to(device)
-    opt = torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(model, cfg)
+    teacher = make_teacher(model) if cfg.label_teacher == "ema" else None
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)  # constant, as in the paper
     amp = use_amp(cfg.amp, device)
     plan = EpochPlan(data.images_by_wnid, seed, cfg.batch_size, world, rank)  # built once per epoch
@@ -147,6 +192,8 @@ def train_generator(cfg: TrainConfig, seed: int, data: TrainData, ckpt_dir: Path
     if last is not None:
         state = load_checkpoint(last, map_location=device)
         model.load_state_dict(state["model"])
+        if teacher is not None:
+            teacher.load_state_dict(state["teacher"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step, rows, resumed = int(state["step"]), list(state["rows"]), int(state["step"])
@@ -162,9 +209,11 @@ def train_generator(cfg: TrainConfig, seed: int, data: TrainData, ckpt_dir: Path
     def checkpoint() -> Path:
         path = checkpoint_path(ckpt_dir, step)
         if rank == 0:
+            extra = {} if teacher is None else {"teacher": teacher.state_dict()}
             save_checkpoint(ckpt_dir, step, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                                 "scheduler": sched.state_dict(), "step": step, "rows": rows,
-                                                "rng": rng_state(), "settings": cfg.model_dump(mode="json")})
+                                                "rng": rng_state(), "settings": cfg.model_dump(mode="json"),
+                                                **extra})
         _barrier(world)
         return path
 
@@ -180,9 +229,10 @@ def train_generator(cfg: TrainConfig, seed: int, data: TrainData, ckpt_dir: Path
         pb = PairBatch(src_img, trg_img, cache.get(src_ids, src_img, torch.device(device)),
                        cache.get(trg_ids, trg_img, torch.device(device)),
                        None if fg is None else [fg(i, im.shape[:2]) for i, im in zip(src_ids, src_img, strict=True)],
-                       None if fg is None else [fg(i, im.shape[:2]) for i, im in zip(trg_ids, trg_img, strict=True)])
+                       None if fg is None else [fg(i, im.shape[:2]) for i, im in zip(trg_ids, trg_img, strict=True)],
+                       None if relabel is None else (lambda labels, b=batch: relabel(b, labels)))
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-            losses = net(pb, region_backbone)
+            losses = net(pb, region_backbone, teacher)
         total_loss = losses["total"]
         if not math.isfinite(float(total_loss.detach())):
             raise TrainingDivergedError(
@@ -193,19 +243,28 @@ def train_generator(cfg: TrainConfig, seed: int, data: TrainData, ckpt_dir: Path
         total_loss.backward()
         opt.step()
         sched.step()
+        if teacher is not None:
+            ema_update(teacher, model, cfg.teacher_decay)
         step += 1
         pairs_since += len(batch) * world
-        labels_since += sum(len(lab[0]) for lab in model.last_labels) * world
-        if on_labels is not None:
-            on_labels(step, batch, model.last_labels)
-        if step % cfg.log_every == 0 or step == total:
+        labels_since += sum(len(lab[0]) for lab in model.last_labels.get("pixel", [])) * world
+        if monitor is not None:
+            monitor.observe(step, epoch, batch, model.last_labels)
+        validate_now = validate is not None and rank == 0 and (
+            step % cfg.val_every == 0 if cfg.val_every else step % per_epoch == 0 or step == total)
+        if step % cfg.log_every == 0 or step == total or validate_now:
             now = time.perf_counter()
             value = {k: float(v.detach()) for k, v in losses.items()}
-            rows.append({"step": step, "epoch": epoch, "L_I": value.get("image", 0.0), "L_R": value.get("region", 0.0),
-                         "L_P": value.get("pixel", 0.0), "total": value["total"],
-                         "lr": float(sched.get_last_lr()[0]), "labels_per_pair": labels_since / max(pairs_since, 1),
-                         "pairs_per_s": pairs_since / max(now - t_log, 1e-9)})
-            t_log, pairs_since, labels_since = now, 0, 0
+            row = {"step": step, "epoch": epoch, "L_I": value.get("image", 0.0), "L_R": value.get("region", 0.0),
+                   "L_P": value.get("pixel", 0.0), "total": value["total"],
+                   "lr": float(sched.get_last_lr()[0]), "labels_per_pair": labels_since / max(pairs_since, 1),
+                   "pairs_per_s": pairs_since / max(now - t_log, 1e-9), **model.diagnostics()}
+            if monitor is not None:
+                row.update(monitor.flush())
+            if validate_now:
+                row.update(validate_generator(validate, backbone, model, amp))
+            rows.append(row)
+            t_log, pairs_since, labels_since = time.perf_counter(), 0, 0
         if step % cfg.checkpoint_every == 0 and step < total:
             checkpoint()
         if on_step is not None:
