@@ -309,8 +309,8 @@ class TestLearningCurves:
         plain = train_generator(cfg, 0, tiny_data, tmp_path / "p", log=lambda m: None)
         a, b = _params(watched.checkpoint), _params(plain.checkpoint)
         assert all(torch.equal(a[k], b[k]) for k in a)
-        assert len(calls) == 2 and [r["step"] for r in watched.rows] == [2, 3, 4]
-        assert [r.get("val_pck01") for r in watched.rows] == [0.5, None, 0.5]
+        assert calls[0] == 0.0 and len(calls) == 3 and [r["step"] for r in watched.rows] == [0, 2, 3, 4]
+        assert [r.get("val_pck01") for r in watched.rows] == [0.5, 0.5, None, 0.5]
         row = watched.rows[-1]
         assert {"beta_image", "beta_region", "beta_pixel", "logit_scale"} <= row.keys()
         assert row["labels_pixel_pck01"] == pytest.approx(0.5, abs=0.26) and row["labels_region_pck01"] is not None
@@ -482,3 +482,13 @@ def test_switches_added_later_keep_finished_generators_at_their_default(tmp_path
         changed = cfg.model_copy(update={"train": cfg.train.model_copy(update={key: value})})
         assert TrainStage().fingerprint_payload(changed, tmp_path)["train"][key] == value
     assert "lr" not in fingerprint_fields(cfg.train, {"lr"})
+
+
+def test_curve_columns_stay_out_of_the_content_hash() -> None:
+    """Recording more of the learning curve never makes `label` (which reads generator.pt) stale."""
+    from sc_imagenet.report_page import CURVE_COLUMNS
+    from sc_imagenet.stages.schema import volatile_columns
+    from sc_imagenet.stages.train import SCHEMA
+
+    unhashed = set(volatile_columns(SCHEMA))
+    assert set(CURVE_COLUMNS) <= unhashed and {"L_I", "L_P", "total", "step"}.isdisjoint(unhashed)

@@ -19,6 +19,9 @@ import pyarrow as pa
 DESCRIPTION_KEY = b"description"
 UNIT_KEY = b"unit"
 VOLATILE_KEY = b"volatile"  # the value differs between identical runs (a timing): not part of the content hash
+# the value watches the run (a learning curve) and no downstream stage reads it: not part of the content hash either,
+# so recording more of it never makes the stages downstream stale
+DIAGNOSTIC_KEY = b"diagnostic"
 PARTITION_COLUMN = "wnid"  # category-sharded stages: from the `wnid=<id>/` folder names, not stored in files
 PARTITION_DESCRIPTION = "category id = folder name (from the `wnid=<id>/` shard folder, added by readers)"
 
@@ -31,10 +34,10 @@ class SchemaError(KeyError):
 
 
 def column(name: str, type_: pa.DataType, description: str, unit: str | None = None,
-           volatile: bool = False) -> pa.Field:
+           volatile: bool = False, diagnostic: bool = False) -> pa.Field:
     """One documented manifest column. `unit`: unit or coordinate convention, e.g. "original-image pixels".
-    `volatile`: its value differs between identical runs (a throughput, a duration), so the stage's
-    content hash leaves it out."""
+    `volatile`: its value differs between identical runs (a throughput, a duration); `diagnostic`: it watches
+    the run and no downstream stage reads it (a learning curve). The stage's content hash leaves both out."""
     if not description.strip():
         raise ValueError(f"column {name!r}: a description is required")
     meta = {DESCRIPTION_KEY: description.encode()}
@@ -42,12 +45,14 @@ def column(name: str, type_: pa.DataType, description: str, unit: str | None = N
         meta[UNIT_KEY] = unit.encode()
     if volatile:
         meta[VOLATILE_KEY] = b"1"
+    if diagnostic:
+        meta[DIAGNOSTIC_KEY] = b"1"
     return pa.field(name, type_, metadata=meta)
 
 
 def volatile_columns(schema: pa.Schema) -> list[str]:
-    """Columns marked `volatile` (left out of the content hash)."""
-    return [f.name for f in schema if (f.metadata or {}).get(VOLATILE_KEY) == b"1"]
+    """Columns marked `volatile` or `diagnostic`: what the content hash leaves out."""
+    return [f.name for f in schema if any((f.metadata or {}).get(k) == b"1" for k in (VOLATILE_KEY, DIAGNOSTIC_KEY))]
 
 
 def manifest_schema(*fields: pa.Field) -> pa.Schema:

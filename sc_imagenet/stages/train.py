@@ -44,19 +44,19 @@ SCHEMA = manifest_schema(
     column("labels_per_pair", pa.float32(),
            "pseudo-labels per pair the pixel level was trained on since the previous row (at most train.pixel_pairs)"),
     column("pairs_per_s", pa.float32(), "training throughput since the previous row", "pairs/s", volatile=True),
-    column("beta_image", pa.float32(), "β of the image level's volume mix (null: level not trained)"),
-    column("beta_region", pa.float32(), "β of the region level's volume mix (null: level not trained)"),
-    column("beta_pixel", pa.float32(), "β of the pixel level's volume mix (null: level not trained)"),
-    column("logit_scale", pa.float32(), "the pixel loss's logit scale (learned by default)"),
+    *(column(f"beta_{lvl}", pa.float32(), f"β of the {lvl} level's volume mix (null: level not trained)",
+             diagnostic=True) for lvl in ("image", "region", "pixel")),
+    column("logit_scale", pa.float32(), "the pixel loss's logit scale (learned by default)", diagnostic=True),
     column("labels_region_pck01", pa.float32(),
            "synthetic data: strict PCK@0.1 of the image level's suspected matches (the regions' centres) since "
-           "the previous row; null otherwise"),
+           "the previous row; null otherwise", diagnostic=True),
     column("labels_pixel_pck01", pa.float32(),
-           "synthetic data: strict PCK@0.1 of the pixel level's pseudo-labels since the previous row; null otherwise"),
+           "synthetic data: strict PCK@0.1 of the pixel level's pseudo-labels since the previous row; null otherwise",
+           diagnostic=True),
     column("val_pck005", pa.float32(),
            "synthetic data: PCK@0.05 of the generator at that step on `train.val_pairs` held-out pairs; null on rows "
-           "without a validation"),
-    column("val_pck01", pa.float32(), "as val_pck005, at PCK@0.1"),
+           "without a validation", diagnostic=True),
+    column("val_pck01", pa.float32(), "as val_pck005, at PCK@0.1", diagnostic=True),
     column("status", pa.string(), "`logged`"),
 )
 KEPT_COLUMNS = SingleInstanceStage.columns("image_id", "rel_path", "wnid")

@@ -218,6 +218,9 @@ def train_generator(cfg: TrainConfig, seed: int, data: TrainData, ckpt_dir: Path
         return path
 
     cache = FeatureCache(backbone, data.load_image, cfg.cache_features, cfg.feature_cache_gb * 2**30)
+    if validate is not None and rank == 0 and step == 0:  # where the curve starts: the untrained read-out
+        start = validate_generator(validate, backbone, model, amp)
+        rows.append({"step": 0, "epoch": 0, **model.diagnostics(), **start})
     model.train()
     t_log, pairs_since, labels_since = time.perf_counter(), 0, 0
     while step < total:
