@@ -70,6 +70,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "label-keep-0.5": {"label_keep": 0.5},
     "adamw": {"optimizer": "adamw", "lr": 3e-4, "adapter_lr": 3e-4},
     "lr-0.03": {"lr": 0.03, "adapter_lr": 0.01},
+    "adapter-conv": {"adapter_kind": "conv3"},
     "oracle-labels": {},  # the default network trained on true labels (see the module docstring)
 }
 ORACLE = "oracle-labels"

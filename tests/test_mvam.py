@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from sc_imagenet.matching.mvam import MVAM, GatedCrossAttention, correlation_4d
+from sc_imagenet.matching.mvam import MVAM, ConvTokenAdapter, GatedCrossAttention, correlation_4d
 from sc_imagenet.matching.volume import (
     VolumeAggregator,
     avg_pool4d,
@@ -268,3 +268,27 @@ def test_shape_errors():
         correlation_4d(F_s, F_t[:1], (3, 3), (3, 3))
     with pytest.raises(ValueError, match="divisible"):
         GatedCrossAttention(8, dim=30, heads=4)
+
+
+class TestConvTokenAdapter:
+    def test_starts_as_identity(self) -> None:
+        x = torch.randn(2, 12, 8)
+        adapter = ConvTokenAdapter(8)
+        assert torch.equal(adapter(x, (3, 4)), x) and torch.equal(adapter(x[:, 0]), x[:, 0])
+
+    def test_mixes_in_the_neighbouring_cells(self) -> None:
+        adapter = ConvTokenAdapter(2)
+        with torch.no_grad():
+            adapter.conv.weight[0, 1, 1, 2] = 1.0  # channel 0 += channel 1 of the right-hand neighbour
+            adapter.conv.weight[1, 1, 1, 1] = 2.0  # channel 1 += 2 × its own channel 1 (the centre tap)
+        x = torch.zeros(1, 6, 2)
+        x[0, 1, 1] = 1.0  # cell (row 0, col 1) of a 2×3 grid
+        y = adapter(x, (2, 3))
+        assert y[0, 0, 0] == 1.0 and y[0, 1, 1] == 3.0 and y[0, 0, 1] == 0.0
+        assert torch.equal(adapter(x[:, 1]), torch.tensor([[0.0, 3.0]]))  # a global token: centre tap only
+
+    def test_needs_its_grid(self) -> None:
+        with pytest.raises(ValueError, match="grid"):
+            ConvTokenAdapter(4)(torch.zeros(1, 6, 4))
+        with pytest.raises(ValueError, match="odd"):
+            ConvTokenAdapter(4, kernel=2)

@@ -376,6 +376,15 @@ class TestLabelSwitches:
             grads[beta] = sum(float(p.grad.abs().sum()) for p in model.mvam["image"].parameters() if p.grad is not None)
         assert grads[0.0] == 0.0 and grads[0.5] > 0
 
+    def test_conv_adapter_trains_and_loads(self, tiny_data: TrainData, tmp_path: Path) -> None:
+        res = train_generator(tiny_cfg(adapter_kind="conv3", max_steps=2), 0, tiny_data, tmp_path / "c",
+                              log=lambda m: None)
+        gen = load_generator(res.checkpoint)
+        assert float(gen.model.adapter["pixel"].conv.weight.abs().sum()) > 0  # it moved from zero
+        ids = next(iter(tiny_data.images_by_wnid.values()))[:2]
+        grid, flow = gen.flow(*(tiny_data.load_image(i) for i in ids))
+        assert flow.shape == (grid[0] * grid[1], 2)
+
     def test_relabel_replaces_what_the_pixel_level_learns(self, tiny_data: TrainData, tmp_path: Path) -> None:
         seen: list[list] = []
 

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from sc_imagenet.matching.backbones.base import Backbone, Features
 from sc_imagenet.matching.geometry import index_to_pixels, pixels_to_grid, pixels_to_index
 from sc_imagenet.matching.losses import contrastive_loss, pixel_level_loss
-from sc_imagenet.matching.mvam import MVAM, TokenAdapter, correlation_4d
+from sc_imagenet.matching.mvam import MVAM, ConvTokenAdapter, TokenAdapter, correlation_4d
 from sc_imagenet.matching.pmps import PMPS, nms_pairs
 from sc_imagenet.matching.settings import LEVELS, CascadeConfig, CascadeSettings
 
@@ -99,7 +99,8 @@ class CascadeGenerator(nn.Module):
         # ReZero-style residual: a level's volume = cosine of the backbone tokens + β·MVAM(...), β = 0 at
         # start. Weak supervision is noisy early on; starting from the backbone's own matching (instead
         # of from a randomly projected one) keeps the first pseudo-labels as good as the backbone.
-        self.adapter = nn.ModuleDict({lvl: TokenAdapter(in_dim) for lvl in settings.adapter_levels
+        adapter = ConvTokenAdapter if settings.adapter_kind == "conv3" else TokenAdapter
+        self.adapter = nn.ModuleDict({lvl: adapter(in_dim) for lvl in settings.adapter_levels
                                       if lvl in settings.levels})
         # β = 0 gives MVAM no gradient at all (it enters the volume as β·MVAM): `beta_init` opens that path
         self.beta = nn.ParameterDict({lvl: nn.Parameter(torch.tensor(float(settings.beta_init)))
@@ -132,7 +133,9 @@ class CascadeGenerator(nn.Module):
         if trg_perm is not None:
             t_tok, t_glob = t_tok[trg_perm], t_glob[trg_perm]
         if level in self.adapter:
-            s_tok, s_glob, t_tok, t_glob = (self.adapter[level](x) for x in (s_tok, s_glob, t_tok, t_glob))
+            adapt = self.adapter[level]
+            s_tok, s_glob = adapt(s_tok, src.grid), adapt(s_glob)
+            t_tok, t_glob = adapt(t_tok, trg.grid), adapt(t_glob)
         refined = self.mvam[level](s_tok, t_tok, s_glob, t_glob, src.grid, trg.grid)
         mix = self.settings.volume_mix
         if mix == "mvam":

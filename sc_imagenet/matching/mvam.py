@@ -89,8 +89,38 @@ class TokenAdapter(nn.Module):
         self.linear = nn.Linear(in_dim, in_dim, bias=False)
         nn.init.zeros_(self.linear.weight)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, grid: tuple[int, int] | None = None) -> Tensor:
         return x + self.linear(x)
+
+
+class ConvTokenAdapter(nn.Module):
+    """A learned metric with spatial context: `F ↦ F + conv3×3(F)` over the token grid, zero-initialised.
+
+    `TokenAdapter` maps each token alone, so over a weight-free local descriptor (dense SIFT) it can only
+    re-weight what one cell already holds; this one also mixes in the 8 neighbouring cells, as a small
+    learned layer on top of the backbone would. A global token `(B, C)` (no grid) gets the centre tap only.
+
+    Shape: tokens `(B, N, C)` with `grid = (h, w)`, `h·w = N` → `(B, N, C)`; `(B, C)` → `(B, C)`.
+    """
+
+    def __init__(self, in_dim: int, kernel: int = 3) -> None:
+        super().__init__()
+        if kernel % 2 == 0:
+            raise ValueError(f"kernel must be odd, got {kernel}")
+        self.conv = nn.Conv2d(in_dim, in_dim, kernel, padding=kernel // 2, bias=False)
+        nn.init.zeros_(self.conv.weight)
+
+    def forward(self, x: Tensor, grid: tuple[int, int] | None = None) -> Tensor:
+        k = self.conv.kernel_size[0] // 2
+        if x.dim() == 2:
+            return x + x @ self.conv.weight[:, :, k, k].T
+        _check_tokens(x, "x")
+        if grid is None:
+            raise ValueError("ConvTokenAdapter needs the token grid")
+        _check_grid(x, grid, "x")
+        B, N, C = x.shape
+        img = x.transpose(1, 2).reshape(B, C, *grid)
+        return x + self.conv(img).reshape(B, C, N).transpose(1, 2)
 
 
 class GatedCrossAttention(nn.Module):

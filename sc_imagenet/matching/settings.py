@@ -128,6 +128,11 @@ class CascadeConfig(_Settings):
         default_factory=lambda: ["pixel"],
         description="Levels whose backbone metric is learned (zero-initialised linear token adapter; [] = off).",
     )
+    adapter_kind: Literal["linear", "conv3"] = Field(
+        "linear", json_schema_extra=NEUTRAL_DEFAULT,
+        description="The token adapter: linear (one C×C map per token) or conv3 (ours: a 3×3 convolution over the "
+        "token grid, so the learned metric sees each cell's neighbours; 9·C² parameters).",
+    )
     mvam: MVAMConfig = Field(default_factory=MVAMConfig)
 
     @field_validator("levels")
