@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -140,6 +141,9 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="extra train overrides for every variant (YAML values)")
     parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="folder to keep each variant's generator in (<variant>.pt), e.g. to score the one "
+                        "chosen here on a test set with `sc-imagenet eval --method generator --generator …`")
     args = parser.parse_args()
     import yaml
 
@@ -173,6 +177,9 @@ def main() -> None:
             res = train_generator(tcfg, cfg.seed, data, Path(tmp), log=lambda _: None, monitor=monitor,
                                   validate=validate, relabel=true_labels(data_root) if name == ORACLE else None)
             wall = time.perf_counter() - t0
+            if args.keep is not None:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(res.checkpoint, args.keep / f"{name}.pt")
             gen = load_generator(res.checkpoint)
             row = {"overrides": {**extra, **VARIANTS[name]}, "train_s": round(wall, 1), **label_summary(monitor),
                    "curve": [{k: v for k, v in r.items() if k != "pairs_per_s"} for r in res.rows],

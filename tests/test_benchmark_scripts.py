@@ -198,7 +198,8 @@ def test_select_sweep_prints_quality_per_setting_and_writes_nothing(tiny_build: 
 def test_generator_sweep_writes_baselines_and_variants_and_resumes(tiny_build: Path, tmp_path: Path) -> None:
     out = tmp_path / "sweep.json"
     args = ["--build", tiny_build, "--variants", "default", "fixed-logit-scale", "oracle-labels", "--baselines", "nn",
-            "--eval-pairs", "4", "--set", "max_steps=2", "--val-every", "2", "--val-pairs", "2", "--json", out]
+            "--eval-pairs", "4", "--set", "max_steps=2", "--val-every", "2", "--val-pairs", "2", "--json", out,
+            "--keep", tmp_path / "kept"]
     text = run_script("generator_sweep", *args)
     doc = json.loads(out.read_text())
     assert doc["build"] == str(tiny_build) and doc["eval_pairs"] == 4
@@ -209,6 +210,8 @@ def test_generator_sweep_writes_baselines_and_variants_and_resumes(tiny_build: P
     assert curve[-1]["step"] == 2 and 0 <= curve[-1]["val_pck01"] <= 1 and "beta_region" in curve[-1]
     assert 0 <= curve[-1]["labels_pixel_pck01"] <= 1 and 0 <= doc["default"]["labels_region_pck@0.1_epoch0"] <= 1
     assert doc["oracle-labels"]["labels_pck@0.1_epoch0"] == 1.0  # the pixel level learnt from the truth
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["default.pt", "fixed-logit-scale.pt",
+                                                                     "oracle-labels.pt"]
     for key in ("baseline:nn", "default", "fixed-logit-scale"):
         row = doc[key]
         assert 0 <= row["pck@0.05"] <= row["pck@0.1"] <= 1, key
