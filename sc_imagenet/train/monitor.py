@@ -26,11 +26,10 @@ TruthFn = Callable[[str, str, np.ndarray, np.ndarray], np.ndarray]
 
 class TrainMonitor(Protocol):
     def observe(self, step: int, epoch: int, batch: Sequence[Pair], labels: Mapping[str, Sequence[Labels]]) -> None:
-        ...
+        """After optimizer step `step` of `epoch`: its pairs and, per level, the labels it passed down."""
 
     def flush(self) -> dict[str, float | None]:
         """The figures since the previous flush (a log row's extra columns)."""
-        ...
 
 
 def accuracy_column(level: str, alpha: float = 0.1) -> str:
