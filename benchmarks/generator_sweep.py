@@ -70,7 +70,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ema-teacher": {"label_teacher": "ema", "teacher_decay": 0.99},
     "label-keep-0.5": {"label_keep": 0.5},
     "adamw": {"optimizer": "adamw", "lr": 3e-4, "adapter_lr": 3e-4},
-    "lr-0.03": {"lr": 0.03, "adapter_lr": 0.01},
     "adapter-conv": {"adapter_kind": "conv3"},
     "oracle-labels": {},  # the default network trained on true labels (see the module docstring)
 }
@@ -171,7 +170,7 @@ def main() -> None:
             continue
         tcfg = cfg.train.model_validate({**cfg.train.model_dump(), **extra, **VARIANTS[name], "eval_pairs": 0,
                                          "device": "cpu", "checkpoint_every": 10_000, "val_every": args.val_every})
-        monitor = LabelAccuracy(lambda s, t, sxy, txy: oracle.truth(s, t, sxy, txy).error)
+        monitor = LabelAccuracy(oracle.errors)
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
             res = train_generator(tcfg, cfg.seed, data, Path(tmp), log=lambda _: None, monitor=monitor,

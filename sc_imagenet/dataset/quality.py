@@ -59,6 +59,10 @@ class TruthOracle:
         err = np.linalg.norm(trg_xy.astype(np.float64) - true, axis=1) / size
         return LabelTruth(valid, np.where(valid & np.isfinite(err), err, np.inf))
 
+    def errors(self, src_id: str, trg_id: str, src_xy: np.ndarray, trg_xy: np.ndarray) -> np.ndarray:
+        """Each label's true error in target-object sizes (inf off the object): `train.monitor.TruthFn`."""
+        return self.truth(src_id, trg_id, src_xy, trg_xy).error
+
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman rank correlation (average ranks for ties; NaN pairs dropped)."""

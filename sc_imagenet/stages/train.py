@@ -25,7 +25,7 @@ from sc_imagenet.config import BuildConfig, ConfigError
 from sc_imagenet.io.integrity import build_relative
 from sc_imagenet.io.manifest import ShardWriter, file_sha256
 from sc_imagenet.io.weights import WeightsError, resolve_weights, weights_sha256
-from sc_imagenet.matching.settings import fingerprint_fields
+from sc_imagenet.matching.settings import LEVELS, fingerprint_fields
 from sc_imagenet.stages.base import Stage, StageContext, StageFigures, StageOutput, register_stage
 from sc_imagenet.stages.schema import column, manifest_schema
 from sc_imagenet.stages.single_instance import SingleInstanceStage, foreground_provider, read_kept_images
@@ -45,7 +45,7 @@ SCHEMA = manifest_schema(
            "pseudo-labels per pair the pixel level was trained on since the previous row (at most train.pixel_pairs)"),
     column("pairs_per_s", pa.float32(), "training throughput since the previous row", "pairs/s", volatile=True),
     *(column(f"beta_{lvl}", pa.float32(), f"β of the {lvl} level's volume mix (null: level not trained)",
-             diagnostic=True) for lvl in ("image", "region", "pixel")),
+             diagnostic=True) for lvl in LEVELS),
     column("logit_scale", pa.float32(), "the pixel loss's logit scale (learned by default)", diagnostic=True),
     column("labels_region_pck01", pa.float32(),
            "synthetic data: strict PCK@0.1 of the image level's suspected matches (the regions' centres) since "
@@ -236,7 +236,7 @@ class TrainStage(Stage):
         from sc_imagenet.train.monitor import LabelAccuracy
 
         oracle = TruthOracle(ctx.data_root)
-        monitor = LabelAccuracy(lambda s, t, sxy, txy: oracle.truth(s, t, sxy, txy).error)
+        monitor = LabelAccuracy(oracle.errors)
         n = ctx.cfg.train.val_pairs
         validate = HeldOutPCK(held_out_dataset(ctx.cfg, ctx.out_dir), n, ctx.cfg.seed) if n else None
         return monitor, validate
