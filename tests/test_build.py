@@ -10,6 +10,7 @@ from conftest import make_image_tree, write_bad_files, write_list
 
 from sc_imagenet.build import (
     StageInputError,
+    compute_fingerprints,
     execute_stage,
     plan_build,
     run_build_locally,
@@ -164,3 +165,16 @@ def test_torn_temp_files_of_a_killed_run_are_removed_from_artifacts_too(project:
     torn.write_bytes(b"half a checkpoint")
     run_build_locally(plan, log=lambda m: None, progress=False)
     assert not torn.exists()
+
+
+def test_synthetic_data_knobs_enter_the_fingerprints_of_the_stages_that_read_images(tmp_path: Path) -> None:
+    # other knobs regenerate the same `<out>/data` folder, so the path alone would keep the old manifests current
+    def fps(source: str, images: int) -> dict[str, str | None]:
+        cfg = load_config("demo", {"data": {"source": source, "root": str(tmp_path / "data"),
+                                            "synthetic": {"images_per_category": images}}})
+        return compute_fingerprints(cfg, tmp_path / "data", tmp_path / "out", required={"categories", "index"})
+
+    small, large = fps("synthetic", 40), fps("synthetic", 41)
+    assert small["categories"] != large["categories"] and small["index"] != large["index"]
+    assert all(small[s] != large[s] for s in pipeline_order() if small[s] is not None)
+    assert fps("folder", 40)["categories"] == fps("folder", 41)["categories"]  # a folder is what it holds

@@ -35,6 +35,7 @@ from sc_imagenet.io.manifest import (
 )
 from sc_imagenet.registry import Registry
 from sc_imagenet.stages.schema import PARTITION_COLUMN, select_columns
+from sc_imagenet.synth.config import SYNTH_VERSION
 
 
 @dataclass
@@ -91,6 +92,16 @@ class StageContext:
     def shard_done(self, path: Path) -> bool:
         """True if `path` was already written by a run with this exact fingerprint (resume)."""
         return shard_is_current(path, self.fingerprint)
+
+
+def data_identity(cfg: BuildConfig, data_root: Path) -> dict[str, Any]:
+    """What the fingerprints of the stages that read the images see of them: the data root, and for the
+    synthetic dataset its generator's version and knobs. Other knobs regenerate the same folder, so the path
+    alone would leave the old manifests looking current."""
+    identity: dict[str, Any] = {"data_root": str(data_root)}
+    if cfg.data.source == "synthetic":
+        identity["synthetic"] = {"generator_version": SYNTH_VERSION, **cfg.data.synthetic.model_dump(mode="json")}
+    return identity
 
 
 @dataclass

@@ -20,7 +20,7 @@ from sc_imagenet.config import BuildConfig, ConfigError
 from sc_imagenet.io.manifest import ShardWriter, file_sha256
 from sc_imagenet.io.scan import list_files
 from sc_imagenet.paths import CATEGORY_LISTS_DIR
-from sc_imagenet.stages.base import Stage, StageContext, StageFigures, StageOutput, register_stage
+from sc_imagenet.stages.base import Stage, StageContext, StageFigures, StageOutput, data_identity, register_stage
 from sc_imagenet.stages.schema import column, manifest_schema
 
 SCHEMA = manifest_schema(
@@ -83,7 +83,7 @@ class CategoriesStage(Stage):
     def fingerprint_payload(self, cfg: BuildConfig, data_root: Path) -> dict[str, Any]:
         c = cfg.categories
         return {
-            "data_root": str(data_root),
+            **data_identity(cfg, data_root),
             "list_sha256": file_sha256(category_list_path(c.list)) if c.list else None,
             "overrides_sha256": file_sha256(Path(c.overrides)) if c.overrides else None,
             "unlisted": c.unlisted,

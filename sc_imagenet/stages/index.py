@@ -24,6 +24,7 @@ from sc_imagenet.stages.base import (
     StageContext,
     StageFigures,
     StageOutput,
+    data_identity,
     merge_counts,
     register_stage,
     resolve_workers,
@@ -102,7 +103,7 @@ class IndexStage(ShardedStage):
 
     def fingerprint_payload(self, cfg: BuildConfig, data_root: Path) -> dict[str, Any]:
         # workers and row-group size change how, not what: they stay out of the fingerprint.
-        return {"data_root": str(data_root), "verify": cfg.index.verify, "max_pixels": cfg.index.max_pixels}
+        return {**data_identity(cfg, data_root), "verify": cfg.index.verify, "max_pixels": cfg.index.max_pixels}
 
     def planned_shards(self, inputs: dict[str, Path]) -> list[str] | None:
         """The kept categories of the `categories` manifest."""
