@@ -168,7 +168,8 @@ def test_torn_temp_files_of_a_killed_run_are_removed_from_artifacts_too(project:
 
 
 def test_synthetic_data_knobs_enter_the_fingerprints_of_the_stages_that_read_images(tmp_path: Path) -> None:
-    # other knobs regenerate the same `<out>/data` folder, so the path alone would keep the old manifests current
+    # other knobs make another dataset in the same `<out>/data` (once the old one is deleted): the path alone
+    # would keep the old manifests current
     def fps(source: str, images: int) -> dict[str, str | None]:
         cfg = load_config("demo", {"data": {"source": source, "root": str(tmp_path / "data"),
                                             "synthetic": {"images_per_category": images}}})

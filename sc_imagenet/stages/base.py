@@ -96,8 +96,8 @@ class StageContext:
 
 def data_identity(cfg: BuildConfig, data_root: Path) -> dict[str, Any]:
     """What the fingerprints of the stages that read the images see of them: the data root, and for the
-    synthetic dataset its generator's version and knobs. Other knobs regenerate the same folder, so the path
-    alone would leave the old manifests looking current."""
+    synthetic dataset its generator's version and knobs. Other knobs make another dataset in the same folder
+    (once the old one is deleted), so the path alone would leave the old manifests looking current."""
     identity: dict[str, Any] = {"data_root": str(data_root)}
     if cfg.data.source == "synthetic":
         identity["synthetic"] = {"generator_version": SYNTH_VERSION, **cfg.data.synthetic.model_dump(mode="json")}
