@@ -296,9 +296,13 @@ def select_pairs(edges: pd.DataFrame, images: pd.DataFrame, val: set[tuple[str, 
                  point_order: str = "score") -> list[dict[str, Any]]:
     """One output row per edge of the category, with its decision and, if kept, its final keypoints."""
     rows = []
+    # plain dicts: a pandas scalar lookup per edge was most of this stage's time
+    selected = dict(zip(images.index, images["selected"].astype(bool).tolist(), strict=True))
+    score = dict(zip(images.index, images["score"].astype(float).tolist(), strict=True))
+    rank = dict(zip(images.index, images["rank"].astype(int).tolist(), strict=True))
     for e in edges.itertuples(index=False):
-        src_sel = bool(images.at[e.src_id, "selected"])
-        trg_sel = bool(images.at[e.trg_id, "selected"]) if e.trg_id in images.index else False
+        src_sel = selected[e.src_id]
+        trg_sel = selected.get(e.trg_id, False)
         values, limit = point_order_values(e, rank_by, seed)
         pick, n_ok = choose_points(values, threshold if limit is None else limit, keypoints,
                                    point_order if limit is None else "consistency")
@@ -313,7 +317,7 @@ def select_pairs(edges: pd.DataFrame, images: pd.DataFrame, val: set[tuple[str, 
         rows.append({
             "src_id": e.src_id, "trg_id": e.trg_id, "group": int(e.group),
             "split": "val" if (e.wnid, int(e.group)) in val else "trn",
-            "src_score": float(images.at[e.src_id, "score"]), "src_rank": int(images.at[e.src_id, "rank"]),
+            "src_score": score[e.src_id], "src_rank": rank[e.src_id],
             "src_selected": src_sel, "trg_selected": trg_sel, "keep": reason == "kept", "reason": reason,
             "pair_score": pair_score, "n_consistent": n_ok,
             "src_kps": src_kps[pick].reshape(-1).tolist() if pick is not None else None,
