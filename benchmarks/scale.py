@@ -4,6 +4,7 @@ full build on 1 and 8 GPUs.
 
     .venv/bin/python benchmarks/scale.py --sizes 4000 40000 --json out.json
     .venv/bin/python benchmarks/scale.py --sizes 379458 --keep --work /scratch/scale     # 100 %: hours here
+    .venv/bin/python benchmarks/scale.py --sizes 40000 379458 --work /scratch/scale --rerun export  # again, alone
 
 Inputs with ImageNet's shape: categories whose sizes are spread like ILSVRC-2012 train (most 1,300 images, the
 rest 732–1,300), 43.6 % of their images single-instance (the paper's 379,458 of ~870,000), as many categories as
@@ -27,6 +28,12 @@ projection; `NETWORK` says which):
   the stages' own.
 Everything else — graph, sampler, consistency loops, selection, split, export, report, status, resume checks,
 fingerprints — is the product's code unchanged.
+
+`--network real` (for a GPU; `benchmarks/device/scale_real.sh` runs it there) keeps only the detector stand-in:
+`train` runs the product's loop for `--train-steps` steps and `label` and `pairs` the product's generator, with
+random weights of `--backbone` at the profile's input size, on the configured device. The figures are then each
+network stage's cost per step or edge, with the data loading and the CPU work around each batch, and its hours at
+ImageNet's counts on one device; there is no projection.
 """
 
 from __future__ import annotations
@@ -145,9 +152,9 @@ def make_dataset(root: Path, n_single: int, categories: int, seed: int) -> dict[
 
 # ---------------------------------------------------------------------------------------------- stand-ins
 
-def install_stand_ins(stats: dict[str, Any], train_steps: int) -> None:
-    """Register the detector stand-in and swap the training network and the label generator (see the module
-    docstring). Only this benchmark's process is affected."""
+def install_stand_ins(stats: dict[str, Any], train_steps: int, networks: bool = True) -> None:
+    """Register the detector stand-in and, if `networks`, swap the training network and the label generator (see
+    the module docstring). Only this benchmark's process is affected."""
     import torch
 
     from sc_imagenet.detect.backends import Detector, register_detector
@@ -184,6 +191,9 @@ def install_stand_ins(stats: dict[str, Any], train_steps: int) -> None:
                 polys.append(np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], 1).astype(np.float32))
             conf = np.array([0.97, 0.95][:n], np.float32)
             return ImageDetections(np.array(boxes, np.float32).reshape(-1, 4), conf, np.zeros(n, np.int32), polys)
+
+    if not networks:  # --network real: the product's training loop and generator run
+        return
 
     def train_stand_in(cfg: Any, seed: int, data: Any, ckpt_dir: Path, *args: Any, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
@@ -265,15 +275,50 @@ def install_stand_ins(stats: dict[str, Any], train_steps: int) -> None:
     GeneratorStage.load_shared = lambda self, ctx: LoadedGenerator(StandInGenerator(), "cpu", False)
 
 
-def build_config(data_root: Path, weights: Path) -> Any:
-    """The imagenet profile on the rehearsal's folder, with the stand-in detector; `train.backbone` is the
-    weight-free one only so that planning needs no iBOT file (the network is a stand-in either way)."""
+def build_config(data_root: Path, weights: Path, real: dict[str, Any] | None = None) -> Any:
+    """The imagenet profile on the rehearsal's folder, with the stand-in detector. With stand-in networks,
+    `train.backbone` is the weight-free one only so that planning needs no iBOT file; `real`: the `train` settings
+    of the real generator instead (backbone, random weights, steps)."""
     from sc_imagenet.config import load_config
 
+    train = real or {"backbone": "dense-sift", "backbone_checkpoint": None}
     return load_config("imagenet", {"categories": {"list": None}, "detect": {"backend": "scale-stand-in",
                                                                               "weights": str(weights)},
-                                    "train": {"backbone": "dense-sift", "backbone_checkpoint": None}},
-                       data_root=data_root)
+                                    "train": train}, data_root=data_root)
+
+
+def real_network(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """`--network real`: the generator's settings, with random weights for a backbone that needs a checkpoint."""
+    from generator import random_checkpoint  # the sibling benchmark
+
+    ckpt = random_checkpoint(args.backbone, work)
+    train: dict[str, Any] = {"backbone": args.backbone, "backbone_checkpoint": str(ckpt) if ckpt else None,
+                             "max_steps": args.train_steps}
+    if args.input_size:
+        train["input_size"] = args.input_size
+    return train
+
+
+def device_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+
+
+def network_costs(sizes: list[int], stages: dict[str, dict[str, Any]], imagenet: dict[str, float]) -> dict[str, Any]:
+    """`--network real`: the networks' stages per unit at the largest size, the CPU work around each batch and the
+    data loading included, and each stage's hours on one device at ImageNet's counts (`imagenet`: steps, edges,
+    new edges; a stage's images grow with its edges at a fixed clique size)."""
+    last = sizes.index(max(sizes))
+    out: dict[str, Any] = {}
+    units = {"train": ("steps", "step"), "label": ("edges", "edge"), "pairs": ("edges_labelled", "new_edge")}
+    for name, (key, unit) in units.items():
+        info = stages.get(name, {}).get("info", [{}])[last] if name in stages else {}
+        if info.get(key):
+            per = stages[name]["seconds"][last] / info[key]
+            out[name] = {f"s_per_{unit}": round(per, 5),
+                         "imagenet_hours_1_device": round(per * imagenet[key] / 3600, 2)}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- one stage
@@ -308,12 +353,38 @@ def measure(stage: str, out: Path) -> dict[str, Any]:
     return {"seconds": seconds, "peak_rss_mb": rss, "rss_before_mb": rss0, **stats, **STATS}
 
 
+def rerun(stage: str, out: Path) -> dict[str, Any]:
+    """`stage` alone again on a kept build: its manifest removed first (its artifacts stay, as on a rerun of the
+    product: export swaps in a new release), then its `run`, content hash and inventory as `execute_stage` pays
+    them, but neither its record nor the check of its inputs' fingerprints (a build kept from older code still
+    reruns). Seconds and peak RSS of that work."""
+    from sc_imagenet.build import content_hash, plan_build, stage_context, volatile_columns, write_inventory
+    from sc_imagenet.config import read_resolved_config
+    from sc_imagenet.io.integrity import INVENTORY, inventory_entries
+    from sc_imagenet.stages import STAGES
+
+    plan = plan_build(read_resolved_config(out), "scale", out, stages=[stage])
+    stage_dir = plan.stage_dir(stage)
+    shutil.rmtree(stage_dir, ignore_errors=True)
+    stage_dir.mkdir(parents=True)
+    s = STAGES[stage]
+    t0 = time.perf_counter()
+    output = s.run(stage_context(plan, stage, None, lambda msg: None, False))
+    volatile = [c for schema in (s.schema, *s.tables.values()) for c in volatile_columns(schema)]
+    content_hash(stage_dir, output.shards, volatile)
+    write_inventory(stage_dir / INVENTORY, inventory_entries(plan.out_dir, [*output.shards, *output.artifacts]))
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "rows": output.rows}
+
+
 def recorded_counts(stage: str, record: StageRecord) -> dict[str, int | float]:
     """The sizes a stage's record states (edges, images, pairs), reported beside its timing: read as attributes of
     the stage's figures model, so a renamed figure fails here rather than dropping out of the results."""
     match stage:
         case "train":
-            return {"images": TrainFigures.of(record).images}
+            train = TrainFigures.of(record)
+            return {"images": train.images, "steps": train.steps}
         case "label":
             label = LabelFigures.of(record)
             return {"edges": label.edges, "images": label.images, "images_encoded": label.images_encoded}
@@ -337,23 +408,23 @@ def recorded_counts(stage: str, record: StageRecord) -> dict[str, int | float]:
     return {}  # the other stages' records state no such sizes
 
 
-def _child(stage: str, out: Path, queue: Any) -> None:
+def _child(stage: str, out: Path, queue: Any, again: bool) -> None:
     try:
-        queue.put(("ok", measure(stage, out)))
+        queue.put(("ok", rerun(stage, out) if again else measure(stage, out)))
     except BaseException:
         import traceback
 
         queue.put(("error", traceback.format_exc()))
 
 
-def run_stage(stage: str, out: Path) -> dict[str, Any]:
-    """`measure` in a forked process: the libraries are imported once, in the parent, yet every stage's
-    peak RSS is its own process's."""
+def run_stage(stage: str, out: Path, again: bool = False) -> dict[str, Any]:
+    """`measure` (`rerun` if `again`) in a forked process: the libraries are imported once, in the parent, yet
+    every stage's peak RSS is its own process's."""
     import multiprocessing as mp
 
     ctx = mp.get_context("fork")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(stage, out, queue))
+    proc = ctx.Process(target=_child, args=(stage, out, queue, again))
     proc.start()
     status, value = queue.get()
     proc.join()
@@ -373,6 +444,16 @@ def exponent(sizes: list[int], seconds: list[float]) -> float | None:
     return float(np.polyfit(x, y, 1)[0])
 
 
+def projection_counts(epochs: int, group_size: int, pairs_group: int, fraction: float,
+                      reuse: float = 0.379) -> dict[str, float]:
+    """The full build's training steps, `label` edges and `pairs` new edges (`reuse`: the share of `pairs`' edges
+    that `label` already holds, as measured at 40,000)."""
+    n = IMAGENET_SINGLE
+    selected = round(n * fraction)
+    return {"steps": epochs * (n // 2) // 4, "edges": n * (group_size - 1),
+            "edges_labelled": round(selected * max(pairs_group - 1, 0) * (1 - reuse))}
+
+
 def projection(sizes: list[int], stages: dict[str, dict[str, Any]], sampler: dict[str, Any],
                epochs: int, group_size: int, pairs_group: int, fraction: float) -> dict[str, Any]:
     """Hours for the full ImageNet build, per stage, on 1 and 8 GPUs: the CPU-side cost measured here, scaled
@@ -380,7 +461,6 @@ def projection(sizes: list[int], stages: dict[str, dict[str, Any]], sampler: dic
     CPU-only stages are taken as running on one machine's cores, as measured)."""
     n = IMAGENET_SINGLE
     total_images = n / SINGLE_FRACTION
-    edges = n * (group_size - 1)
     selected = round(n * fraction)
     # the second graph: every ordered pair inside cliques of `pairs_group` selected images, less the edges the
     # first graph already holds (the share measured at the largest size run)
@@ -388,8 +468,8 @@ def projection(sizes: list[int], stages: dict[str, dict[str, Any]], sampler: dic
     info = stages.get("pairs", {}).get("info", [{}])[largest] if "pairs" in stages else {}
     seen = info.get("edges_labelled", 0) + info.get("edges_reused", 0)
     reuse = info.get("edges_reused", 0) / seen if seen else 0.0
-    pair_edges = selected * max(pairs_group - 1, 0) * (1 - reuse)
-    steps = epochs * (n // 2) // 4
+    counts = projection_counts(epochs, group_size, pairs_group, fraction, reuse)
+    edges, pair_edges, steps = counts["edges"], counts["edges_labelled"], counts["steps"]
     per: dict[str, dict[str, float]] = {}
     for name, s in stages.items():
         if name in CHECKS or not s["seconds"]:
@@ -441,6 +521,31 @@ def table(sizes: list[int], stages: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def rerun_kept(sizes: list[int], names: list[str], work: Path, json_path: Path | None) -> None:
+    """`--rerun`: each of `names` again on every kept build, in its own forked process; a table and JSON as
+    `main`'s, without the projection."""
+    install_stand_ins(STATS, 1)
+    unknown = [n for n in names if n not in PIPELINE]
+    builds = [work / f"build-{size}" for size in sizes]
+    missing = [str(b) for b in builds if not (b / "config.resolved.yaml").exists()]
+    if unknown or missing:
+        sys.exit(f"--rerun: unknown stages {unknown}" if unknown else f"--rerun: no kept build at {missing}")
+    stages: dict[str, dict[str, Any]] = {n: {"seconds": [], "peak_rss_mb": [], "info": []} for n in names}
+    for size, out in zip(sizes, builds, strict=True):
+        for name in names:
+            r = run_stage(name, out, again=True)
+            stages[name]["seconds"].append(round(r["seconds"], 3))
+            stages[name]["peak_rss_mb"].append(round(r["peak_rss_mb"], 1))
+            stages[name]["info"].append({"rows": r["rows"]})
+            print(f"[scale] {size:,}: {name:16} {r['seconds']:9.2f} s  peak RSS {r['peak_rss_mb']:7.0f} MB (rerun)",
+                  flush=True)
+    for s in stages.values():
+        s["exponent"] = exponent(sizes, s["seconds"])
+    print(table(sizes, stages))
+    if json_path:
+        json_path.write_text(json.dumps({"sizes": sizes, "rerun": names, "stages": stages}, indent=1))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[4000, 40000], help="single-instance images per run")
@@ -452,10 +557,23 @@ def main() -> None:
     p.add_argument("--train-steps", type=int, default=300, help="training steps whose data path is timed")
     p.add_argument("--stages", default=",".join(PIPELINE + CHECKS), help="comma-separated stages to time")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--network", choices=["stand-in", "real"], default="stand-in",
+                   help="real: the product's training loop (--train-steps steps) and generator run, with random "
+                   "weights, on the configured device (a GPU where there is one); the detector stays a stand-in")
+    p.add_argument("--backbone", default="ibot-vit-base-16", help="--network real: the generator's backbone")
+    p.add_argument("--input-size", type=int, help="--network real: the generator's input size (default: the "
+                   "imagenet profile's, 512)")
+    p.add_argument("--rerun", metavar="STAGES", help="comma-separated stages to time again, alone, on the builds "
+                   "an earlier run kept under --work (build-<size>): nothing else runs, no projection")
     args = p.parse_args()
+    if args.rerun:
+        if args.work is None:
+            p.error("--rerun needs --work: the folder of a run made with --keep")
+        rerun_kept(args.sizes, [s.strip() for s in args.rerun.split(",")], args.work, args.json)
+        return
     import sc_imagenet.build  # noqa: F401  (imported once here; every stage's process is forked from this one)
 
-    install_stand_ins(STATS, args.train_steps)
+    install_stand_ins(STATS, args.train_steps, networks=args.network == "stand-in")
 
     wanted = [s.strip() for s in args.stages.split(",")]
     work = args.work or Path(tempfile.mkdtemp(prefix="sc-scale-"))
@@ -463,6 +581,7 @@ def main() -> None:
     sampler: dict[str, list[float]] = {"ms_per_step": [], "data_ms_per_step": [], "rebuild_per_step_ms": [],
                                        "plan_build_s": []}
     datasets = []
+    real = real_network(args, work) if args.network == "real" else None
     try:
         for size in args.sizes:
             root, out = work / f"data-{size}", work / f"build-{size}"
@@ -481,13 +600,13 @@ def main() -> None:
             from sc_imagenet.config import write_resolved_config
 
             out.mkdir(parents=True)
-            write_resolved_config(build_config(root, weights), out, "scale")
+            write_resolved_config(build_config(root, weights, real), out, "scale")
             for name in stages:
                 r = run_stage(name, out)
                 stages[name]["seconds"].append(round(r["seconds"], 3))
                 stages[name]["peak_rss_mb"].append(round(r["peak_rss_mb"], 1))
                 stages[name]["info"].append({k: v for k, v in r.items() if k not in ("seconds", "peak_rss_mb")})
-                if name == "train":
+                if name == "train" and real is None:
                     for k in sampler:
                         sampler[k].append(round(r[k], 4))
                 print(f"[scale] {size:,}: {name:16} {r['seconds']:9.2f} s  peak RSS {r['peak_rss_mb']:7.0f} MB",
@@ -505,10 +624,18 @@ def main() -> None:
     result = {"sizes": args.sizes, "categories": [d["categories"] for d in datasets], "datasets": datasets,
               "stages": stages,
               "train_sampler": sampler,
+              # with real networks their time is in the stages' seconds: the costs per unit replace the projection
               "projection": projection(args.sizes, stages, sampler, defaults.train.epochs,
                                        defaults.label.group_size, defaults.pairs.group_size,
-                                       defaults.select.fraction) if "train" in stages else None}
+                                       defaults.select.fraction) if "train" in stages and real is None else None}
+    if real is not None:
+        counts = projection_counts(defaults.train.epochs, defaults.label.group_size, defaults.pairs.group_size,
+                                   defaults.select.fraction)
+        result["network"] = {"train": real, "device": device_name(),
+                             "costs": network_costs(args.sizes, stages, counts), "imagenet_counts": counts}
     print(table(args.sizes, stages))
+    if real is not None:
+        print(f"network costs on {result['network']['device']} ({args.backbone}):", result["network"]["costs"])
     if sampler["ms_per_step"]:
         print("train sampler ms/step (plan built once per epoch, amortised):",
               sampler["ms_per_step"], "| rebuilding the plan every step (before):", sampler["rebuild_per_step_ms"])

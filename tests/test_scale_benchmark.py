@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 def test_tiny_rehearsal_writes_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "scale.json"
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "scale.py"), "--sizes", "60", "120",
-                           "--categories", "4", "--train-steps", "4", "--work", str(tmp_path / "work"),
+                           "--categories", "4", "--train-steps", "4", "--work", str(tmp_path / "work"), "--keep",
                            "--json", str(out)], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(out.read_text())
@@ -40,3 +40,33 @@ def test_tiny_rehearsal_writes_every_figure(tmp_path: Path) -> None:
     assert p["hours_1gpu"] > p["hours_8gpu"] > 0 and "measured_on" in p
     assert set(p["per_stage"]) == set(pipeline)
     assert "train sampler ms/step" in proc.stdout and "projection" in proc.stdout
+
+    # --rerun: stages timed again, alone, on the kept builds (how the 100 % figures were re-measured idle)
+    again = tmp_path / "rerun.json"
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "scale.py"), "--sizes", "60", "120",
+                           "--work", str(tmp_path / "work"), "--rerun", "single_instance,export", "--json", str(again)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(again.read_text())
+    assert doc["rerun"] == list(doc["stages"]) == ["single_instance", "export"]
+    assert doc["stages"]["export"]["info"][-1]["rows"] == last["export"]["rows"]
+    assert all(len(s["seconds"]) == 2 and isinstance(s["exponent"], float) for s in doc["stages"].values())
+
+
+def test_real_networks_give_their_costs_per_unit(tmp_path: Path) -> None:
+    # --network real: the product's training loop and generator (here the weight-free backbone, small, on CPU)
+    out = tmp_path / "real.json"
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "scale.py"), "--sizes", "24", "--categories",
+                           "2", "--train-steps", "2", "--network", "real", "--backbone", "dense-sift", "--input-size",
+                           "64", "--work", str(tmp_path / "work"), "--json", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["projection"] is None and doc["network"]["train"]["backbone"] == "dense-sift"
+    costs = doc["network"]["costs"]
+    assert costs["train"]["s_per_step"] > 0 and costs["label"]["s_per_edge"] > 0
+    counts = doc["network"]["imagenet_counts"]
+    assert costs["label"]["imagenet_hours_1_device"] == pytest.approx(costs["label"]["s_per_edge"] * counts["edges"]
+                                                                      / 3600, rel=1e-3)
+    assert doc["stages"]["train"]["info"][0]["steps"] == 2
+    assert "network costs on" in proc.stdout
