@@ -316,7 +316,7 @@ def network_costs(sizes: list[int], stages: dict[str, dict[str, Any]], imagenet:
         info = stages.get(name, {}).get("info", [{}])[last] if name in stages else {}
         if info.get(key):
             per = stages[name]["seconds"][last] / info[key]
-            out[name] = {f"s_per_{unit}": round(per, 5),
+            out[name] = {f"s_per_{unit}": round(per, 7),
                          "imagenet_hours_1_device": round(per * imagenet[key] / 3600, 2)}
     return out
 
