@@ -313,7 +313,7 @@ def network_costs(sizes: list[int], stages: dict[str, dict[str, Any]], imagenet:
     out: dict[str, Any] = {}
     units = {"train": ("steps", "step"), "label": ("edges", "edge"), "pairs": ("edges_labelled", "new_edge")}
     for name, (key, unit) in units.items():
-        info = stages.get(name, {}).get("info", [{}])[last] if name in stages else {}
+        info = stages[name]["info"][last] if name in stages else {}
         if info.get(key):
             per = stages[name]["seconds"][last] / info[key]
             out[name] = {f"s_per_{unit}": round(per, 7),
@@ -358,21 +358,17 @@ def rerun(stage: str, out: Path) -> dict[str, Any]:
     product: export swaps in a new release), then its `run`, content hash and inventory as `execute_stage` pays
     them, but neither its record nor the check of its inputs' fingerprints (a build kept from older code still
     reruns). Seconds and peak RSS of that work."""
-    from sc_imagenet.build import content_hash, plan_build, stage_context, volatile_columns, write_inventory
+    from sc_imagenet.build import output_files, plan_build, seal, stage_context
     from sc_imagenet.config import read_resolved_config
-    from sc_imagenet.io.integrity import INVENTORY, inventory_entries
     from sc_imagenet.stages import STAGES
 
     plan = plan_build(read_resolved_config(out), "scale", out, stages=[stage])
     stage_dir = plan.stage_dir(stage)
     shutil.rmtree(stage_dir, ignore_errors=True)
     stage_dir.mkdir(parents=True)
-    s = STAGES[stage]
     t0 = time.perf_counter()
-    output = s.run(stage_context(plan, stage, None, lambda msg: None, False))
-    volatile = [c for schema in (s.schema, *s.tables.values()) for c in volatile_columns(schema)]
-    content_hash(stage_dir, output.shards, volatile)
-    write_inventory(stage_dir / INVENTORY, inventory_entries(plan.out_dir, [*output.shards, *output.artifacts]))
+    output = STAGES[stage].run(stage_context(plan, stage, None, lambda msg: None, False))
+    seal(plan, stage, output_files(STAGES[stage], output, stage_dir), output.artifacts)
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "rows": output.rows}

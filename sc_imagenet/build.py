@@ -46,6 +46,7 @@ from sc_imagenet.stages import STAGES, StageContext, downstream_of, pipeline_ord
 from sc_imagenet.stages.base import (
     ShardedStage,
     ShardResult,
+    Stage,
     StageOutput,
     process_cached,
     run_scoped,
@@ -294,11 +295,9 @@ def execute_stage(
             out = _run_mapped(stage, ctx, map_shards)
         else:
             out = stage.run(ctx)
-    shards = [*out.shards, *(c for shard in out.shards for c in stage.companions(shard, sdir))]
+    shards = output_files(stage, out, sdir)
     _clean_leftovers(sdir, shards, plan.artifact_dir(name), stage.tables)
-    volatile = [c for schema in (stage.schema, *stage.tables.values()) for c in volatile_columns(schema)]
-    content = content_hash(sdir, shards, volatile)
-    inventory = write_inventory(sdir / INVENTORY, inventory_entries(plan.out_dir, [*shards, *out.artifacts]))
+    content, inventory = seal(plan, name, shards, out.artifacts)
     if damage and record is not None:
         same = record.content_hash == content
         log(f"[{name}] repaired: its rows are " + ("unchanged; downstream stages are kept" if same
@@ -321,6 +320,19 @@ def execute_stage(
 MapShards = Callable[[str, list[str], Callable[[int, int], None]], list[ShardResult]]
 """(stage name, categories to write, progress(done, total)) → their `ShardResult`s in the same order, each
 from `execute_shard`."""
+
+
+def output_files(stage: Stage, out: StageOutput, stage_dir: Path) -> list[Path]:
+    """A run's shards and their second tables' shards."""
+    return [*out.shards, *(c for shard in out.shards for c in stage.companions(shard, stage_dir))]
+
+
+def seal(plan: BuildPlan, name: str, shards: list[Path], artifacts: list[Path]) -> tuple[str, InventorySummary]:
+    """The content hash of a stage's fresh shards (its volatile columns left out) and its inventory, written."""
+    stage, sdir = STAGES[name], plan.stage_dir(name)
+    volatile = [c for schema in (stage.schema, *stage.tables.values()) for c in volatile_columns(schema)]
+    content = content_hash(sdir, shards, volatile)
+    return content, write_inventory(sdir / INVENTORY, inventory_entries(plan.out_dir, [*shards, *artifacts]))
 
 
 def stage_context(plan: BuildPlan, name: str, inputs: dict[str, Path] | None = None,
