@@ -289,9 +289,15 @@ def build_config(data_root: Path, weights: Path, real: dict[str, Any] | None = N
 
 def real_network(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """`--network real`: the generator's settings, with random weights for a backbone that needs a checkpoint."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
     from generator import random_checkpoint  # the sibling benchmark
 
-    ckpt = random_checkpoint(args.backbone, work)
+    # built in a spawned process: torch's thread pools, once used here, would hang the stages forked from here
+    work.mkdir(parents=True, exist_ok=True)
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        ckpt = pool.submit(random_checkpoint, args.backbone, work).result()
     train: dict[str, Any] = {"backbone": args.backbone, "backbone_checkpoint": str(ckpt) if ckpt else None,
                              "max_steps": args.train_steps}
     if args.input_size:

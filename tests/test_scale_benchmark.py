@@ -67,6 +67,6 @@ def test_real_networks_give_their_costs_per_unit(tmp_path: Path) -> None:
     assert costs["train"]["s_per_step"] > 0 and costs["label"]["s_per_edge"] > 0
     counts = doc["network"]["imagenet_counts"]
     assert costs["label"]["imagenet_hours_1_device"] == pytest.approx(costs["label"]["s_per_edge"] * counts["edges"]
-                                                                      / 3600, rel=1e-3)
+                                                                      / 3600, abs=0.006)  # hours to 2 decimals
     assert doc["stages"]["train"]["info"][0]["steps"] == 2
     assert "network costs on" in proc.stdout
