@@ -523,6 +523,14 @@ def table(sizes: list[int], stages: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def add_result(stage: dict[str, Any], r: dict[str, Any], label: str, note: str = "") -> None:
+    """One size's figures of a stage into its lists (seconds, peak RSS, the rest as `info`), and its line."""
+    stage["seconds"].append(round(r["seconds"], 3))
+    stage["peak_rss_mb"].append(round(r["peak_rss_mb"], 1))
+    stage["info"].append({k: v for k, v in r.items() if k not in ("seconds", "peak_rss_mb")})
+    print(f"{label} {r['seconds']:9.2f} s  peak RSS {r['peak_rss_mb']:7.0f} MB{note}", flush=True)
+
+
 def rerun_kept(sizes: list[int], names: list[str], work: Path, json_path: Path | None) -> None:
     """`--rerun`: each of `names` again on every kept build, in its own forked process; a table and JSON as
     `main`'s, without the projection."""
@@ -536,11 +544,7 @@ def rerun_kept(sizes: list[int], names: list[str], work: Path, json_path: Path |
     for size, out in zip(sizes, builds, strict=True):
         for name in names:
             r = run_stage(name, out, again=True)
-            stages[name]["seconds"].append(round(r["seconds"], 3))
-            stages[name]["peak_rss_mb"].append(round(r["peak_rss_mb"], 1))
-            stages[name]["info"].append({"rows": r["rows"]})
-            print(f"[scale] {size:,}: {name:16} {r['seconds']:9.2f} s  peak RSS {r['peak_rss_mb']:7.0f} MB (rerun)",
-                  flush=True)
+            add_result(stages[name], r, f"[scale] {size:,}: {name:16}", " (rerun)")
     for s in stages.values():
         s["exponent"] = exponent(sizes, s["seconds"])
     print(table(sizes, stages))
@@ -605,14 +609,10 @@ def main() -> None:
             write_resolved_config(build_config(root, weights, real), out, "scale")
             for name in stages:
                 r = run_stage(name, out)
-                stages[name]["seconds"].append(round(r["seconds"], 3))
-                stages[name]["peak_rss_mb"].append(round(r["peak_rss_mb"], 1))
-                stages[name]["info"].append({k: v for k, v in r.items() if k not in ("seconds", "peak_rss_mb")})
+                add_result(stages[name], r, f"[scale] {size:,}: {name:16}")
                 if name == "train" and real is None:
                     for k in sampler:
                         sampler[k].append(round(r[k], 4))
-                print(f"[scale] {size:,}: {name:16} {r['seconds']:9.2f} s  peak RSS {r['peak_rss_mb']:7.0f} MB",
-                      flush=True)
             if not args.keep:
                 shutil.rmtree(out, ignore_errors=True)
     finally:
