@@ -14,6 +14,7 @@ from sc_imagenet.dataset.loops import (
     EdgeBank,
     Flow,
     FlowBank,
+    _segment_median,
     draw_loops,
     forward_backward_offsets,
     image_consistency,
@@ -90,6 +91,42 @@ def test_a_1x1_grid_and_a_bank_of_mixed_grids() -> None:
     want = np.stack([lookup_flow(*flows[e], p[None])[0] for e, p in zip(edge, pts, strict=True)])
     np.testing.assert_allclose(bank.lookup(edge, pts), want)
 
+
+
+def test_lookup_gives_the_same_values_for_every_cell_layout() -> None:
+    """float32 and float64 cells are gathered as one complex number per cell; any other layout (a strided view,
+    integers) row by row: the values are the same either way."""
+    rng = np.random.default_rng(3)
+    cells = rng.uniform(0, 400, size=(6 * 7, 2))
+    pts = np.vstack([rng.uniform(-10, 70, size=(200, 2)), [[np.nan, 3.0]]])
+    want = lookup_flow(cells, (6, 7), (60, 70), pts)
+    strided = np.zeros((6 * 7, 4))
+    strided[:, ::2] = cells
+    np.testing.assert_array_equal(lookup_flow(strided[:, ::2], (6, 7), (60, 70), pts), want)
+    f32 = cells.astype(np.float32)
+    np.testing.assert_array_equal(lookup_flow(f32, (6, 7), (60, 70), pts),
+                                  lookup_flow(f32.astype(np.float64), (6, 7), (60, 70), pts))
+    np.testing.assert_array_equal(lookup_flow(np.rint(cells).astype(np.int32), (6, 7), (60, 70), pts),
+                                  lookup_flow(np.rint(cells), (6, 7), (60, 70), pts))
+    assert np.isnan(want[-1]).all() and np.isfinite(want[:-1]).all()
+
+
+@pytest.mark.parametrize("keys_of", ["even", "skewed"])
+def test_segment_median_matches_numpy_per_key_with_nan_sorted_last(keys_of: str) -> None:
+    """Both of its ways (a padded row per key when keys are near-even; two sorts when one key holds most values)
+    give np.median of each key's values, where a NaN counts and sorts last, and NaN for a key with none."""
+    rng = np.random.default_rng(4)
+    n = 50
+    keys = (rng.integers(0, n - 1, 600) if keys_of == "even"
+            else np.where(rng.random(600) < 0.9, 0, rng.integers(1, n - 1, 600)))
+    values = rng.random(600).round(2)  # ties
+    values[::37] = np.nan
+    got = _segment_median(values, keys, n)
+    for k in range(n):
+        v = np.sort(values[keys == k])  # NaN last
+        want = (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2 if len(v) else np.nan
+        assert got[k] == want or (np.isnan(got[k]) and np.isnan(want)), k
+    assert np.isnan(got[n - 1])
 
 # --- offsets ----------------------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ grid's border.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -60,21 +60,32 @@ def _bilinear(cells: np.ndarray, start: np.ndarray | int, h: np.ndarray | int, w
     finite = np.isfinite(gx) & np.isfinite(gy)
     gx = np.clip(np.where(finite, gx, 0.0), 0.0, w_f - 1)
     gy = np.clip(np.where(finite, gy, 0.0), 0.0, h_f - 1)
-    x0 = np.floor(gx).astype(np.int64)
-    y0 = np.floor(gy).astype(np.int64)
-    x1 = np.minimum(x0 + 1, np.asarray(w, np.int64) - 1)
-    y1 = np.minimum(y0 + 1, np.asarray(h, np.int64) - 1)
-    fx = (gx - x0)[:, None]
-    fy = (gy - y0)[:, None]
-    row0 = start + y0 * w
-    row1 = start + y1 * w
-    c00, c01 = cells[row0 + x0].astype(np.float64), cells[row0 + x1].astype(np.float64)
-    c10, c11 = cells[row1 + x0].astype(np.float64), cells[row1 + x1].astype(np.float64)
+    x0f, y0f = np.floor(gx), np.floor(gy)
+    x0, y0 = x0f.astype(np.int64), y0f.astype(np.int64)
+    w_i = np.asarray(w, np.int64)
+    step_x = x0 + 1 < w_i  # the right neighbour exists (else the border cell is read twice)
+    step_y = (y0 + 1 < np.asarray(h, np.int64)) * w_i
+    i00 = start + y0 * w_i + x0
+    i10 = i00 + step_y
+    fx = (gx - x0f)[:, None]
+    fy = (gy - y0f)[:, None]
+    gather = _cell_gather(cells)
+    c00, c01, c10, c11 = gather(i00), gather(i00 + step_x), gather(i10), gather(i10 + step_x)
     top = c00 + (c01 - c00) * fx
     bottom = c10 + (c11 - c10) * fx
     out = top + (bottom - top) * fy
     out[~finite] = np.nan
     return out
+
+
+def _cell_gather(cells: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """`rows ↦ cells[rows]` as float64 `(N, 2)`. A float cell's (x, y) is read as one complex number: a gather of
+    single elements is about twice as fast as one of rows, and the values are the same."""
+    complex_of = {np.dtype(np.float32): np.complex64, np.dtype(np.float64): np.complex128}.get(cells.dtype)
+    if complex_of is None or cells.ndim != 2 or cells.shape[1] != 2 or not cells.flags.c_contiguous:
+        return lambda rows: cells[rows].astype(np.float64)
+    flat = cells.view(complex_of).reshape(-1)
+    return lambda rows: flat[rows].view(cells.dtype).reshape(-1, 2).astype(np.float64)
 
 
 def _check_flow(cells: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
@@ -263,23 +274,34 @@ def _segment_mean(values: np.ndarray, keys: np.ndarray, n: int) -> np.ndarray:
 
 
 def _segment_median(values: np.ndarray, keys: np.ndarray, n: int) -> np.ndarray:
-    """Median of `values` per key in `range(n)` (NaN where a key has none), one sort for all keys."""
+    """Median of `values` per key in `range(n)` (NaN where a key has none, or where NaN values reach its middle:
+    they count, sorted last)."""
     out = np.full(n, np.nan)
     if len(values) == 0:
         return out
-    # = np.lexsort((values, keys)), 4× faster: a stable sort by value (NaN last), then a stable one by key,
-    # a radix sort when the keys fit in 16 bits
-    by_value = np.argsort(values, kind="stable")
-    sorted_keys = keys[by_value]
-    if n <= np.iinfo(np.int16).max:
-        sorted_keys = sorted_keys.astype(np.int16)
-    v = values[by_value[np.argsort(sorted_keys, kind="stable")]]
     counts = np.bincount(keys, minlength=n)[:n]
+    # the keys' order by a stable radix sort when they fit in 16 bits: values keep their order within a key
+    small = keys.astype(np.int16) if n <= np.iinfo(np.int16).max else keys
+    has = np.flatnonzero(counts)
+    c = counts[has]
+    widest = int(c.max())
+    if n * widest <= 8 * len(values) + 4096:
+        # one row per key (NaN-padded), sorted along the row: the loops' keys are near-even (every point of a
+        # target has that target's loop count), so the table stays small, and sorting rows of ~5 values
+        # beats sorting everything by value
+        by_key = np.argsort(small, kind="stable")
+        sorted_keys = keys[by_key]
+        starts = np.cumsum(counts) - counts
+        table = np.full((n, widest), np.nan)
+        table[sorted_keys, np.arange(len(values)) - starts[sorted_keys]] = values[by_key]
+        table.sort(axis=1)
+        out[has] = (table[has, (c - 1) // 2] + table[has, c // 2]) / 2
+        return out
+    # skewed keys: one sort by value, then a stable one by key (= np.lexsort((values, keys)), 4× faster)
+    by_value = np.argsort(values, kind="stable")
+    v = values[by_value[np.argsort(small[by_value], kind="stable")]]
     starts = np.cumsum(counts) - counts
-    has = counts > 0
-    lo = starts[has] + (counts[has] - 1) // 2
-    hi = starts[has] + counts[has] // 2
-    out[has] = (v[lo] + v[hi]) / 2
+    out[has] = (v[starts[has] + (c - 1) // 2] + v[starts[has] + c // 2]) / 2
     return out
 
 
