@@ -215,6 +215,7 @@ def phase_stage(args: argparse.Namespace) -> dict[str, Any]:
 
 def phase_naive(args: argparse.Namespace) -> dict[str, Any]:
     from sc_imagenet.dataset.loops import Flow, draw_loops, image_rng, loop_offsets
+    from sc_imagenet.foreground.geometry import MaskAtlas
     from sc_imagenet.matching.predictor import PairLabel
     from sc_imagenet.stages.label import keep_on_foreground
 
@@ -246,8 +247,8 @@ def phase_naive(args: argparse.Namespace) -> dict[str, Any]:
             with meter("flow"):
                 (g_sm, f_sm), (g_mt, f_mt), (g_ts, f_ts) = gen.flow(I_s, I_m), gen.flow(I_m, I_t), gen.flow(I_t, I_s)
             with meter("compose"):
-                label = keep_on_foreground(PairLabel(np.zeros((0, 2), np.float32), src_xy, trg_xy, score),
-                                           full[src], full[t])
+                label = keep_on_foreground([PairLabel(np.zeros((0, 2), np.float32), src_xy, trg_xy, score)], [(0, 1)],
+                                           MaskAtlas([full[src], full[t]]))[0]
                 offsets.append(loop_offsets(label.src_xy, label.trg_xy, Flow(f_sm, g_sm, I_s.shape[:2]),
                                             Flow(f_mt, g_mt, I_m.shape[:2]), Flow(f_ts, g_ts, I_t.shape[:2]),
                                             s.sizes[src], s.sizes[t]).offset)

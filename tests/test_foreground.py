@@ -428,3 +428,22 @@ def test_points_on_mask_uses_the_points_own_pixel() -> None:
     pts = np.array([[2, 1], [4.4, 2.4], [4.6, 2], [1.6, 1], [-1, 0], [10, 1], [np.nan, 1]], np.float32)
     assert points_on_mask(mask, pts).tolist() == [True, True, False, True, False, False, False]
     assert points_on_mask(mask, np.zeros((0, 2))).shape == (0,)
+
+
+def test_mask_atlas_tests_points_of_many_images_in_one_call() -> None:
+    """One call over points of several images gives each image's own `points_on_mask` answer; an image without
+    a mask keeps every point, even NaN or off-image ones."""
+    from sc_imagenet.foreground.geometry import MaskAtlas, points_on_mask
+
+    rng = np.random.default_rng(5)
+    masks = [rng.random((7, 9)) > 0.5, None, rng.random((4, 12)).astype(np.float32), rng.random((1, 1)) > 0]
+    atlas = MaskAtlas(masks)
+    image = rng.integers(0, len(masks), 400)
+    pts = rng.uniform(-3, 14, size=(400, 2))
+    pts[::41] = np.nan
+    got = atlas.contains(image, pts)
+    for i, m in enumerate(masks):
+        want = np.ones((image == i).sum(), bool) if m is None else points_on_mask(m, pts[image == i])
+        assert got[image == i].tolist() == want.tolist(), i
+    assert got[image == 1].all() and not got[image != 1][np.isnan(pts[image != 1, 0])].any()
+    assert MaskAtlas([None]).contains(np.zeros(2, np.int64), np.zeros((2, 2))).tolist() == [True, True]

@@ -16,7 +16,7 @@ import yaml
 from sc_imagenet.build import execute_stage, plan_build, run_build_locally
 from sc_imagenet.config import BuildConfig, ConfigError, load_config
 from sc_imagenet.dataset.graph import group_sizes, pair_groups
-from sc_imagenet.foreground.geometry import points_on_mask
+from sc_imagenet.foreground.geometry import MaskAtlas, points_on_mask
 from sc_imagenet.io.images import load_rgb
 from sc_imagenet.io.manifest import ShardWriter, read_manifest, shard_fingerprint, shard_path
 from sc_imagenet.matching.builder import load_generator
@@ -136,7 +136,8 @@ def test_label_rows_are_the_generators_flow_and_match(built: dict, tmp_path: Pat
         ms, mt = provider.mask_for(r.src_id, src.shape[:2]), provider.mask_for(r.trg_id, trg.shape[:2])
         s_xy, t_xy, score = gen.match(src, trg, plan.cfg.label.candidates, ms, mt)
         # the stage also drops candidates whose own pixel is off the mask (label.pixel_foreground)
-        s_xy, t_xy, score = keep_on_foreground(PairLabel(flow, s_xy, t_xy, score), ms > 0.5, mt > 0.5)[1:]
+        s_xy, t_xy, score = keep_on_foreground([PairLabel(flow, s_xy, t_xy, score)], [(0, 1)],
+                                               MaskAtlas([ms > 0.5, mt > 0.5]))[0][1:]
         assert points_on_mask(ms, s_xy).all() and points_on_mask(mt, t_xy).all()
         np.testing.assert_array_equal(np.reshape(r.src_kps, (-1, 2)), s_xy)
         np.testing.assert_array_equal(np.reshape(r.trg_kps, (-1, 2)), t_xy)
@@ -234,3 +235,24 @@ def test_unknown_foreground_names_the_setting_it_came_from() -> None:
     with pytest.raises(ConfigError, match=r"^label\.foreground: unknown foreground source 'nope'"):
         stage.fingerprint_payload(BuildConfig(label={"foreground": "nope"}), root)
     assert stage.fingerprint_payload(BuildConfig(train={"foreground": "box"}), root)["foreground"] == "box"
+
+
+def test_keep_on_foreground_filters_a_batch_like_each_pair_alone() -> None:
+    """A batch of pairs, some of whose images have no mask, keeps each pair's candidates whose own source and
+    target pixels are on their masks, in order; a pair with nothing off the mask is returned as it came."""
+    rng = np.random.default_rng(6)
+    masks = [rng.random((20, 30)) > 0.3, None, rng.random((25, 18)) > 0.6]
+    pairs = [(0, 1), (1, 2), (2, 0), (1, 1)]
+    labels = [PairLabel(np.zeros((0, 2), np.float32), rng.uniform(-2, 30, (n, 2)).astype(np.float32),
+                        rng.uniform(-2, 30, (n, 2)).astype(np.float32), rng.random(n).astype(np.float32))
+              for n in (12, 9, 0, 5)]
+    got = keep_on_foreground(labels, pairs, MaskAtlas(masks))
+    for (s, t), label, out in zip(pairs, labels, got, strict=True):
+        keep = np.ones(len(label.score), bool)
+        for m, xy in ((masks[s], label.src_xy), (masks[t], label.trg_xy)):
+            if m is not None:
+                keep &= points_on_mask(m, xy)
+        np.testing.assert_array_equal(out.src_xy, label.src_xy[keep])
+        np.testing.assert_array_equal(out.trg_xy, label.trg_xy[keep])
+        np.testing.assert_array_equal(out.score, label.score[keep])
+    assert got[3] is labels[3] and 0 < len(got[0].score) < 12

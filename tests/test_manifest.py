@@ -59,6 +59,27 @@ def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
     assert list(path.parent.iterdir()) == []
 
 
+
+def test_a_failed_background_write_raises_and_leaves_nothing(tmp_path: Path) -> None:
+    """Row groups are encoded in a background thread: its error reaches the caller (at the next row group or at
+    the close), and the shard does not appear."""
+    path = shard_path(tmp_path, "n1")
+
+    class DiskFull(OSError):
+        pass
+
+    def refuse(*_: object, **__: object) -> None:
+        raise DiskFull("no space left on device")
+
+    with pytest.raises(DiskFull), ShardWriter(path, SCHEMA, "abc", 1, row_group_size=4) as w:
+        w._writer.write_table = refuse  # type: ignore[union-attr,method-assign]
+        w.write_many({"image_id": f"i{i}", "value": i} for i in range(10))
+    assert not path.exists() and list(path.parent.iterdir()) == []
+    with pytest.raises(DiskFull), ShardWriter(path, SCHEMA, "abc", 1, row_group_size=4) as w:
+        w._writer.write_table = refuse  # type: ignore[union-attr,method-assign]
+        w.write({"image_id": "i0", "value": 0})  # one row: written at the close
+    assert not path.exists() and list(path.parent.iterdir()) == []
+
 def test_temp_file_is_invisible_to_readers(tmp_path: Path) -> None:
     done = shard_path(tmp_path, "n1")
     with ShardWriter(done, SCHEMA, "abc", 1) as w:

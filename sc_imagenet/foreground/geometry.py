@@ -18,6 +18,8 @@ outline touches, a dilation of up to one OUTPUT pixel, which on a small feature 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
@@ -96,9 +98,31 @@ def points_on_mask(mask: np.ndarray, points_xy: np.ndarray, level: float = 0.5) 
     """(N,) bool: the pixel of each `(x, y)` point (pixel centres at integers) lies on `mask` (value > level);
     points outside the image are off the mask. mask: `(H, W)` at the points' resolution."""
     pts = np.asarray(points_xy, np.float64).reshape(-1, 2)
-    H, W = mask.shape[:2]
-    px = np.floor(pts + 0.5)
-    inside = np.isfinite(px).all(axis=1) & (px[:, 0] >= 0) & (px[:, 0] < W) & (px[:, 1] >= 0) & (px[:, 1] < H)
-    out = np.zeros(len(pts), bool)
-    out[inside] = mask[px[inside, 1].astype(np.int64), px[inside, 0].astype(np.int64)] > level
-    return out
+    return MaskAtlas([mask], level).contains(np.zeros(len(pts), np.int64), pts)
+
+
+class MaskAtlas:
+    """Pixel masks of several images (each `(H, W)`, on where > `level`; `None`: no mask) in one flat array, so
+    that points on different images are tested in one vectorised call: a batch of pairs costs one call rather
+    than one per pair."""
+
+    def __init__(self, masks: Sequence[np.ndarray | None], level: float = 0.5) -> None:
+        on = [np.asarray(m).reshape(-1) > level for m in masks if m is not None]
+        sizes = np.array([0 if m is None else np.asarray(m).size for m in masks], np.int64)
+        self.flat = np.concatenate(on) if on else np.zeros(0, bool)
+        self.start = np.cumsum(sizes) - sizes
+        self.hw = np.array([(0, 0) if m is None else np.shape(m)[:2] for m in masks], np.int64).reshape(-1, 2)
+        self.has_mask = np.array([m is not None for m in masks], bool)
+
+    def contains(self, image: np.ndarray, points_xy: np.ndarray) -> np.ndarray:
+        """(N,) bool: point `i` `(x, y)` lies on the mask of image `image[i]` (its own pixel, as
+        `points_on_mask`); every point of an image without a mask does."""
+        image = np.asarray(image, np.int64).reshape(-1)
+        pts = np.floor(np.asarray(points_xy, np.float64).reshape(-1, 2) + 0.5)
+        h, w = self.hw[image, 0], self.hw[image, 1]
+        x, y = pts[:, 0], pts[:, 1]
+        inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)  # NaN compares False: off the image
+        out = ~self.has_mask[image]
+        look = inside & ~out
+        out[look] = self.flat[self.start[image[look]] + y[look].astype(np.int64) * w[look] + x[look].astype(np.int64)]
+        return out

@@ -24,6 +24,7 @@ import json
 import platform
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -86,8 +87,11 @@ def dictionary_columns(schema: pa.Schema) -> list[str]:
 class ShardWriter:
     """Streams rows into one Parquet shard; the shard appears only when the writer closes cleanly.
 
-    Rows are buffered `row_group_size` at a time, so memory stays bounded however many rows a
-    shard gets. On an exception inside the `with` block the temp file is removed and nothing appears.
+    Rows are buffered `row_group_size` at a time, so memory stays bounded however many rows a shard gets. Each
+    full buffer is encoded and written by one background thread while the caller goes on producing rows
+    (pyarrow encodes without the GIL: a `label` category's flows cost about a second of encoding, which then
+    overlaps the labelling); at most one row group waits for it. On an exception inside the `with` block, or in
+    the background write, the temp file is removed, nothing appears and the error propagates.
     """
 
     def __init__(
@@ -108,6 +112,8 @@ class ShardWriter:
         self._buffer: list[dict[str, Any]] = []
         self._writer: pq.ParquetWriter | None = None
         self._stack: ExitStack | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
 
     def __enter__(self) -> ShardWriter:
         with ExitStack() as stack:
@@ -116,6 +122,8 @@ class ShardWriter:
                 closing(pq.ParquetWriter(self.tmp, self.schema, compression="zstd",
                                          use_dictionary=dictionary_columns(self.schema),
                                          write_page_checksum=True)))
+            # closed before the writer (an ExitStack unwinds last in, first out): no write runs past close
+            self._pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="shard-writer"))
             self._stack = stack.pop_all()  # closed in __exit__: writer first, then commit or remove the temp
         return self
 
@@ -131,25 +139,36 @@ class ShardWriter:
     def write_table(self, table: pa.Table) -> None:
         """Rows already in a table with this shard's columns (in `row_group_size` row groups)."""
         self._flush()
-        if self._writer is not None and table.num_rows:
-            self._writer.write_table(table.select(self.schema.names).cast(self.schema),
-                                     row_group_size=self.row_group_size)
-            self.rows += table.num_rows
+        if table.num_rows:
+            self._submit(table.select(self.schema.names).cast(self.schema))
 
     def _flush(self) -> None:
-        if self._buffer and self._writer is not None:
-            self._writer.write_table(pa.Table.from_pylist(self._buffer, schema=self.schema))
-            self.rows += len(self._buffer)
-            self._buffer.clear()
+        if self._buffer:
+            self._submit(pa.Table.from_pylist(self._buffer, schema=self.schema))
+            self._buffer = []
+
+    def _submit(self, table: pa.Table) -> None:
+        """`table` to the background write, once the previous one is done (its error raised here)."""
+        if self._writer is None or self._pool is None:
+            raise RuntimeError("ShardWriter: write inside its `with` block")
+        self._wait()
+        self._pending = self._pool.submit(self._writer.write_table, table, row_group_size=self.row_group_size)
+        self.rows += table.num_rows
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self._stack is not None
         stack, self._stack = self._stack, None
         if exc_type is not None:
-            stack.__exit__(exc_type, exc, tb)  # closes the writer, removes the temp file; the error propagates
+            stack.__exit__(exc_type, exc, tb)  # waits for the write, closes the writer, removes the temp file
             return
-        with stack:  # flush the last rows, close the writer, then fsync + rename + fsync the folder
+        with stack:  # the last rows written, then the writer closed, then fsync + rename + fsync the folder
             self._flush()
+            self._wait()
 
 
 def shard_fingerprint(path: Path) -> str | None:

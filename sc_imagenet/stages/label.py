@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from sc_imagenet.config import BuildConfig, ConfigError
 from sc_imagenet.dataset.graph import group_edges, group_sizes, pair_groups
-from sc_imagenet.io.images import load_rgb
+from sc_imagenet.io.images import load_rgb, probe_image
 from sc_imagenet.io.manifest import ShardWriter, category_shards, read_shard
 from sc_imagenet.stages.base import (
     ShardedStage,
@@ -37,6 +37,7 @@ from sc_imagenet.stages.schema import column, manifest_schema
 from sc_imagenet.stages.single_instance import foreground_provider, read_kept_images
 
 if TYPE_CHECKING:
+    from sc_imagenet.foreground.geometry import MaskAtlas
     from sc_imagenet.foreground.provider import ForegroundProvider
     from sc_imagenet.matching.predictor import PairLabel, PseudoLabelGenerator
 
@@ -268,14 +269,13 @@ class LabelWork:
                 writer.write(row)
                 counts[row["status"]] += 1
 
-            # decode every kept image once up front (pixels dropped at once: memory stays flat); an image
-            # that no longer decodes gets its row and joins no group
+            # check every kept image up front (a JPEG's whole entropy stream decoded at 1/8 scale, other formats
+            # in full; no pixels kept): an image that no longer decodes gets its row and joins no group
             readable = []
             for r in kept:
-                try:
-                    self.load(r["rel_path"])
-                except Exception as exc:  # any decode failure (OSError, bomb guard, PIL's odd ones) is data
-                    emit(non_edge(r, "unreadable", f"{type(exc).__name__}: {exc}"[:300]))
+                probe = probe_image(self.ctx.data_root / r["rel_path"], "draft", self.ctx.cfg.index.max_pixels)
+                if probe.status != "ok":
+                    emit(non_edge(r, "unreadable", f"{probe.status}: {probe.error}"[:300]))
                 else:
                     readable.append(r)
             if 0 < len(readable) < 3:
@@ -294,6 +294,7 @@ class LabelWork:
               emit: Callable[[dict[str, Any]], None], only: set[tuple[str, str]] | None = None) -> int:
         """Encode a group's images once, then every ordered pair (or the pairs in `only`) through the pair head
         in batches."""
+        from sc_imagenet.foreground.geometry import MaskAtlas  # cv2 loads only when labelling runs
         from sc_imagenet.matching.predictor import cat_features, take_features
 
         if only is not None:  # encode just the images the wanted edges touch
@@ -320,6 +321,8 @@ class LabelWork:
                 full.append(pixels > 0.5 if pixels is not None and lab.pixel_foreground else None)
         feats = cat_features(parts)
         del parts
+        on_object = MaskAtlas(full) if any(m is not None for m in full) else None
+        del full
         self.images_encoded += len(members)
         ids = [r["image_id"] for r in members]
         pos = {i: n for n, i in enumerate(ids)}
@@ -329,9 +332,9 @@ class LabelWork:
             s, t = [e[0] for e in batch], [e[1] for e in batch]
             out = gen.label_pairs(take_features(feats, s), take_features(feats, t), [hw[i] for i in s],
                                   [hw[i] for i in t], lab.candidates, [fg[i] for i in s], [fg[i] for i in t])
+            if on_object is not None:
+                out = keep_on_foreground(out, batch, on_object)
             for (si, ti), o in zip(batch, out, strict=True):
-                if full[si] is not None or full[ti] is not None:
-                    o = keep_on_foreground(o, full[si], full[ti])
                 emit({"src_id": ids[si], "trg_id": ids[ti], "group": gi, "status": "ok", "error": None,
                       "src_width": hw[si][1], "src_height": hw[si][0], "trg_width": hw[ti][1],
                       "trg_height": hw[ti][0], "grid_h": grid_h, "grid_w": grid_w,
@@ -342,16 +345,20 @@ class LabelWork:
         return len(edges)
 
 
-def keep_on_foreground(label: PairLabel, src_mask: np.ndarray | None, trg_mask: np.ndarray | None) -> PairLabel:
-    """The candidates whose source and target points both lie on their images' foreground (pixel level)."""
-    from sc_imagenet.foreground.geometry import points_on_mask
-
-    keep = np.ones(len(label.score), bool)
-    if src_mask is not None:
-        keep &= points_on_mask(src_mask, label.src_xy)
-    if trg_mask is not None:
-        keep &= points_on_mask(trg_mask, label.trg_xy)
-    return label._replace(src_xy=label.src_xy[keep], trg_xy=label.trg_xy[keep], score=label.score[keep])
+def keep_on_foreground(labels: Sequence[PairLabel], pairs: Sequence[tuple[int, int]],
+                       masks: MaskAtlas) -> list[PairLabel]:
+    """The candidates whose source and target points both lie on their images' foreground (pixel level), for a
+    batch of pairs at once: `pairs[i]` = (source, target) of `labels[i]` as images of `masks`."""
+    counts = np.array([len(label.score) for label in labels], np.int64)
+    if not counts.sum():
+        return list(labels)
+    ends = np.cumsum(counts)[:-1]
+    src = np.repeat([s for s, _ in pairs], counts)
+    trg = np.repeat([t for _, t in pairs], counts)
+    keep = (masks.contains(src, np.concatenate([np.reshape(label.src_xy, (-1, 2)) for label in labels]))
+            & masks.contains(trg, np.concatenate([np.reshape(label.trg_xy, (-1, 2)) for label in labels])))
+    return [label if k.all() else label._replace(src_xy=label.src_xy[k], trg_xy=label.trg_xy[k], score=label.score[k])
+            for label, k in zip(labels, np.split(keep, ends), strict=True)]
 
 
 def non_edge(kept_row: dict[str, Any], status: str, error: str) -> dict[str, Any]:
