@@ -9,7 +9,14 @@ import pandas as pd
 import pytest
 
 from sc_imagenet.dataset.quality import LabelTruth, TruthOracle, spearman, summarize
-from sc_imagenet.dataset.selection import choose_points, rank_within, select_top, top_count, val_groups
+from sc_imagenet.dataset.selection import (
+    choose_points,
+    passing_counts,
+    rank_within,
+    select_top,
+    top_count,
+    val_groups,
+)
 from sc_imagenet.evaluate.pairs import sample_eval_pairs, sample_object_points
 from sc_imagenet.synth import SynthConfig, generate_dataset, true_correspondence
 
@@ -102,3 +109,13 @@ class TestQuality:
 def test_frame_helpers_do_not_depend_on_pandas_index() -> None:
     frame = pd.DataFrame({"x": [3.0, 1.0, 2.0]}, index=[7, 8, 9])
     assert spearman(frame["x"], [3, 1, 2]) == pytest.approx(1.0)
+
+
+def test_passing_counts_are_choose_points_counts_for_many_edges() -> None:
+    rng = np.random.default_rng(7)
+    lists = [rng.random(n).round(2) for n in (5, 0, 64, 1)] + [None, [np.nan, 0.05, np.inf, 0.1]]
+    lists[2][::9] = np.nan
+    got = passing_counts(lists, 0.1)
+    assert got.tolist() == [choose_points(np.asarray(v if v is not None else [], float), 0.1, 1)[1] for v in lists]
+    assert got[-1] == 2 and got[4] == 0 and got.dtype == np.int64
+    assert passing_counts([None, []], 0.1).tolist() == [0, 0] and passing_counts([], 0.1).shape == (0,)

@@ -89,6 +89,17 @@ def choose_points(offsets: np.ndarray, threshold: float, keypoints: int,
     return ok[:keypoints], len(ok)
 
 
+def passing_counts(lists: Sequence[Sequence[float] | np.ndarray | None], threshold: float) -> np.ndarray:
+    """`choose_points`' count for many edges at once: per list (an edge's per-candidate offsets), how many values
+    are finite and ≤ `threshold`; a null list has none."""
+    lengths = np.array([0 if v is None else len(v) for v in lists], np.int64)
+    if not lengths.sum():
+        return np.zeros(len(lists), np.int64)
+    flat = np.concatenate([np.asarray(v, np.float64).reshape(-1) for v in lists if v is not None])
+    passing = np.isfinite(flat) & (flat <= threshold)
+    return np.bincount(np.repeat(np.arange(len(lists)), lengths)[passing], minlength=len(lists)).astype(np.int64)
+
+
 def one_direction(scores: Sequence[float], picks: Sequence[np.ndarray | None]) -> int | None:
     """Which direction of an unordered pair to keep (index 0 = a → b with a < b, 1 = b → a): the higher pair
     score among the directions with enough consistent keypoints (`picks[i]` not None); NaN scores count as

@@ -21,6 +21,7 @@ from sc_imagenet.config import BuildConfig
 from sc_imagenet.dataset.selection import (
     IMAGE_SCORE_COLUMNS,
     choose_points,
+    passing_counts,
     select_top,
     stable_uniform,
     val_groups,
@@ -295,39 +296,54 @@ def select_pairs(edges: pd.DataFrame, images: pd.DataFrame, val: set[tuple[str, 
                  keypoints: int, pairs_per_image: int, threshold: float, seed: int,
                  point_order: str = "score") -> list[dict[str, Any]]:
     """One output row per edge of the category, with its decision and, if kept, its final keypoints."""
-    rows = []
-    # plain dicts: a pandas scalar lookup per edge was most of this stage's time
+    # plain dicts and lists: a pandas scalar lookup or row iterator per edge was most of this stage's time
     selected = dict(zip(images.index, images["selected"].astype(bool).tolist(), strict=True))
     score = dict(zip(images.index, images["score"].astype(float).tolist(), strict=True))
     rank = dict(zip(images.index, images["rank"].astype(int).tolist(), strict=True))
-    for e in edges.itertuples(index=False):
-        src_sel = selected[e.src_id]
-        trg_sel = selected.get(e.trg_id, False)
+    info = [f"{side}_{c}" for side in ("src", "trg") for c in ("rel_path", "box", "width", "height")]
+    col = {c: edges[c].tolist() for c in ("src_id", "trg_id", "group", "wnid", *info)}
+    src_sel = [selected[i] for i in col["src_id"]]
+    trg_sel = [selected.get(i, False) for i in col["trg_id"]]
+    # the count of consistent candidates is every edge's; the keypoints are chosen only where both images are
+    # selected (the other edges are dropped whatever their points)
+    if rank_by in POINT_COLUMNS:
+        n_consistent = passing_counts(edges[POINT_COLUMNS[rank_by]].tolist(), threshold).tolist()
+    else:  # the label order or a random one: every candidate passes
+        n_consistent = [len(v) for v in edges["scores"].tolist()]
+    if rank_by == "random":
+        pair_scores = [stable_uniform(seed, "pair", a, b) for a, b in zip(col["src_id"], col["trg_id"], strict=True)]
+    else:
+        pair_scores = edges[PAIR_COLUMNS[rank_by]].astype(float).tolist()
+    eligible = [i for i, (a, b, n) in enumerate(zip(src_sel, trg_sel, n_consistent, strict=True))
+                if a and b and n >= keypoints]
+    chosen: dict[int, tuple[np.ndarray, Any]] = {}
+    for i, e in zip(eligible, edges.iloc[eligible].itertuples(index=False), strict=True):
         values, limit = point_order_values(e, rank_by, seed)
-        pick, n_ok = choose_points(values, threshold if limit is None else limit, keypoints,
-                                   point_order if limit is None else "consistency")
-        if rank_by == "random":
-            pair_score = stable_uniform(seed, "pair", e.src_id, e.trg_id)
-        else:
-            pair_score = float(getattr(e, PAIR_COLUMNS[rank_by]))
-        reason = ("src_not_selected" if not src_sel else "trg_not_selected" if not trg_sel
+        pick, _ = choose_points(values, threshold if limit is None else limit, keypoints,
+                                point_order if limit is None else "consistency")
+        if pick is not None:
+            chosen[i] = (pick, e)
+    rows = []
+    for i in range(len(edges)):
+        pick, e = chosen.get(i, (None, None))
+        reason = ("src_not_selected" if not src_sel[i] else "trg_not_selected" if not trg_sel[i]
                   else "too_few_consistent_points" if pick is None else "kept")
-        src_kps = np.asarray(e.src_kps, np.float32).reshape(-1, 2)
-        trg_kps = np.asarray(e.trg_kps, np.float32).reshape(-1, 2)
-        rows.append({
-            "src_id": e.src_id, "trg_id": e.trg_id, "group": int(e.group),
-            "split": "val" if (e.wnid, int(e.group)) in val else "trn",
-            "src_score": score[e.src_id], "src_rank": rank[e.src_id],
-            "src_selected": src_sel, "trg_selected": trg_sel, "keep": reason == "kept", "reason": reason,
-            "pair_score": pair_score, "n_consistent": n_ok,
-            "src_kps": src_kps[pick].reshape(-1).tolist() if pick is not None else None,
-            "trg_kps": trg_kps[pick].reshape(-1).tolist() if pick is not None else None,
-            "point_offset": (np.asarray(e.point_offset, np.float32)[pick].tolist()
-                             if pick is not None and rank_by == "loop3" else None),
-            "candidates": pick.tolist() if pick is not None else None,
-            **{f"{side}_{c}": getattr(e, f"{side}_{c}") for side in ("src", "trg") for c in ("rel_path", "box",
-                                                                                          "width", "height")},
-        })
+        row: dict[str, Any] = {
+            "src_id": col["src_id"][i], "trg_id": col["trg_id"][i], "group": int(col["group"][i]),
+            "split": "val" if (col["wnid"][i], int(col["group"][i])) in val else "trn",
+            "src_score": score[col["src_id"][i]], "src_rank": rank[col["src_id"][i]],
+            "src_selected": src_sel[i], "trg_selected": trg_sel[i], "keep": reason == "kept", "reason": reason,
+            "pair_score": pair_scores[i], "n_consistent": n_consistent[i],
+            "src_kps": None, "trg_kps": None, "point_offset": None, "candidates": None,
+            **{c: col[c][i] for c in info},
+        }
+        if pick is not None:
+            row.update(src_kps=np.asarray(e.src_kps, np.float32).reshape(-1, 2)[pick].reshape(-1).tolist(),
+                       trg_kps=np.asarray(e.trg_kps, np.float32).reshape(-1, 2)[pick].reshape(-1).tolist(),
+                       point_offset=(np.asarray(e.point_offset, np.float32)[pick].tolist() if rank_by == "loop3"
+                                     else None),
+                       candidates=pick.tolist())
+        rows.append(row)
     # each source image keeps its best `pairs_per_image` eligible pairs
     by_src: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
