@@ -19,6 +19,7 @@ from sc_imagenet.dataset.loops import (
     forward_backward_offsets,
     image_consistency,
     image_rng,
+    images_consistency,
     lookup_flow,
     loop_offsets,
 )
@@ -326,6 +327,33 @@ def test_targets_no_loop_ends_at_get_nan_loop_scores_but_keep_fb() -> None:
         assert np.isnan(res.pair_consistent[i])
         assert np.isfinite(res.point_fb_offset[i]).all() and np.isfinite(res.pair_match_score[i])
 
+
+
+def test_many_images_in_one_pass_give_each_image_its_own_result() -> None:
+    """`images_consistency` over several sources (two cliques in one bank, groups of different sizes, an edge
+    without candidates) gives every field exactly as `image_consistency` of that image alone."""
+    ids_a, edges_a, sizes_a = random_group(6, 5, seed=1, k_of={("i0", "i2"): 0, ("i3", "i1"): 9})
+    ids_b, edges_b, sizes_b = random_group(4, 3, seed=2)
+    rename = {i: f"b{i}" for i in ids_b}
+    edges = {**edges_a, **{(rename[s], rename[t]): e for (s, t), e in edges_b.items()}}
+    sizes = {**sizes_a, **{rename[i]: v for i, v in sizes_b.items()}}
+    bank = EdgeBank.from_edges(edges)
+    groups = {**{i: [j for j in ids_a if j != i] for i in ids_a},
+              **{rename[i]: [rename[j] for j in ids_b if j != i] for i in ids_b}}
+    sources = ["i3", "bi0", "i0", "bi2", "i5"]
+    together = images_consistency(sources, [groups[i] for i in sources], bank, sizes, loops=12, threshold=0.08,
+                                  seed=3)
+    for src, res in zip(sources, together, strict=True):
+        alone = image_consistency(src, groups[src], bank, sizes, loops=12, threshold=0.08, seed=3)
+        for name in alone.__dataclass_fields__:
+            a, b = getattr(alone, name), getattr(res, name)
+            if isinstance(a, list) and a and isinstance(a[0], np.ndarray):
+                assert len(a) == len(b) and all(np.array_equal(x, y, equal_nan=True) for x, y in zip(a, b, strict=True))
+            elif isinstance(a, np.ndarray):
+                assert np.array_equal(a, b, equal_nan=True), (src, name)
+            else:
+                assert a == b or (np.isnan(a) and np.isnan(b)), (src, name)
+    assert images_consistency([], [], bank, sizes, loops=12, threshold=0.08, seed=3) == []
 
 def test_a_missing_edge_is_an_error() -> None:
     ids, edges, sizes = random_group(4, 3)

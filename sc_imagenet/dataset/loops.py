@@ -318,7 +318,7 @@ def _split(values: np.ndarray, count: np.ndarray) -> list[np.ndarray]:
     return np.split(values, np.cumsum(count)[:-1]) if len(count) else []
 
 
-def _ranges(start: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def concat_ranges(start: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Concatenated `arange(start[i], start[i] + count[i])` and, per element, its range's index i."""
     owner = np.repeat(np.arange(len(count)), count)
     first = np.cumsum(count) - count
@@ -369,55 +369,90 @@ def image_consistency(image_id: Hashable, others: Sequence[Hashable],
     fixed order, e.g. sorted); each tests the candidates of edge s → t.
     `sizes`: object size (pixels) of every image. Aggregates are NaN where nothing enters them."""
     bank = edges if isinstance(edges, EdgeBank) else EdgeBank.from_edges(edges)
-    targets = list(others)
-    if image_id in targets:
-        raise ValueError(f"image_consistency: {image_id} is among its own targets")
-    n_t = len(targets)
-    e_st = np.array([bank.edge(image_id, t) for t in targets], np.int64)
-    e_ts = np.array([bank.edge(t, image_id) for t in targets], np.int64)
-    size_s = float(sizes[image_id])
-    size_t = np.array([float(sizes[t]) for t in targets], np.float64)
-    pos = _draw_positions(n_t, loops, image_rng(seed, image_id))
-    lm, lt = pos[:, 0], pos[:, 1]
-    e_mt = np.array([bank.edge(targets[m], targets[t]) for m, t in pos.tolist()], np.int64)
+    return images_consistency([image_id], [others], bank, sizes, loops=loops, threshold=threshold, seed=seed)[0]
 
-    # every (candidate of edge s → t, loop (m, t)) at once, loop by loop
-    cand, entry_loop = _ranges(bank.kps_start[e_st[lt]], bank.kps_count[e_st[lt]])
+
+def images_consistency(image_ids: Sequence[Hashable], others: Sequence[Sequence[Hashable]], bank: EdgeBank,
+                       sizes: Mapping[Hashable, float], *, loops: int, threshold: float,
+                       seed: int) -> list[ImageConsistency]:
+    """`image_consistency` of several source images (`others[i]`: the other images of `image_ids[i]`'s group),
+    computed in one pass over all their (candidate, loop) entries: numpy then works on long arrays instead of
+    one image's few thousand entries at a time, which is what made the check slow and kept threads from
+    running it in parallel. Every image still draws its own loops, and each figure is computed on the same
+    values in the same order as for the image alone, so the results are the same."""
+    targets = [list(o) for o in others]
+    for image_id, ts in zip(image_ids, targets, strict=True):
+        if image_id in ts:
+            raise ValueError(f"image_consistency: {image_id} is among its own targets")
+    n_t = np.array([len(ts) for ts in targets], np.int64)
+    t_first = np.cumsum(n_t) - n_t  # each image's first target in the concatenated target arrays
+    e_st = np.array([bank.edge(s, t) for s, ts in zip(image_ids, targets, strict=True) for t in ts], np.int64)
+    e_ts = np.array([bank.edge(t, s) for s, ts in zip(image_ids, targets, strict=True) for t in ts], np.int64)
+    size_s = np.array([float(sizes[s]) for s in image_ids], np.float64)
+    size_t = np.array([float(sizes[t]) for ts in targets for t in ts], np.float64)
+    target_image = np.repeat(np.arange(len(image_ids)), n_t)
+    draws = [_draw_positions(n, loops, image_rng(seed, s)) for s, n in zip(image_ids, n_t.tolist(), strict=True)]
+    n_loops = np.array([len(d) for d in draws], np.int64)
+    loop_first = np.cumsum(n_loops) - n_loops
+    pos = np.concatenate(draws) if draws else np.zeros((0, 2), np.int64)
+    loop_image = np.repeat(np.arange(len(image_ids)), n_loops)
+    lm, lt = pos[:, 0] + t_first[loop_image], pos[:, 1] + t_first[loop_image]  # as concatenated targets
+    e_mt = np.array([bank.edge(ts[m], ts[t]) for ts, d in zip(targets, draws, strict=True) for m, t in d.tolist()],
+                    np.int64)
+
+    # every (candidate of edge s → t, loop (m, t)) of every image at once, image by image, loop by loop
+    cand, entry_loop = concat_ranges(bank.kps_start[e_st[lt]], bank.kps_count[e_st[lt]])
     entry_target = lt[entry_loop]
     entry_point = cand - bank.kps_start[e_st[entry_target]]
     P_s, P_t = bank.src_kps[cand], bank.trg_kps[cand]
     X_m = bank.flows.lookup(e_st[lm[entry_loop]], P_s)
     Q_t = bank.flows.lookup(e_mt[entry_loop], X_m)
     P2_s = bank.flows.lookup(e_ts[entry_target], Q_t)
-    terms = _loop_terms(P_s, P_t, Q_t, P2_s, size_s, size_t[entry_target])
+    terms = _loop_terms(P_s, P_t, Q_t, P2_s, size_s[target_image[entry_target]], size_t[entry_target])
     d = terms.offset
     ok = (d <= threshold).astype(np.float64)
 
-    # per point: key = position among all candidates of the image's edges (targets order)
+    # per point: key = position among all candidates of the images' edges (targets order)
     count_t = bank.kps_count[e_st]
     first_t = np.cumsum(count_t) - count_t
-    n_points = int(count_t.sum())
+    n_targets, n_points = len(e_st), int(count_t.sum())
     point_key = first_t[entry_target] + entry_point
-    point_offset = _split(_segment_median(d, point_key, n_points), count_t)
-    point_consistent = _split(_segment_mean(ok, point_key, n_points), count_t)
+    point_offset = _segment_median(d, point_key, n_points)
+    point_consistent = _segment_mean(ok, point_key, n_points)
 
-    # forward-backward and match score over every candidate of the image's edges (no loops needed)
-    all_cand, all_target = _ranges(bank.kps_start[e_st], count_t)
-    fb = _distance(bank.flows.lookup(e_ts[all_target], bank.trg_kps[all_cand]), bank.src_kps[all_cand], size_s)
+    # forward-backward and match score over every candidate of the images' edges (no loops needed)
+    all_cand, all_target = concat_ranges(bank.kps_start[e_st], count_t)
+    fb = _distance(bank.flows.lookup(e_ts[all_target], bank.trg_kps[all_cand]), bank.src_kps[all_cand],
+                   size_s[target_image[all_target]])
     fb_ok = (fb <= threshold).astype(np.float64)
     scores = bank.scores[all_cand].astype(np.float64)
+    pair = {"pair_loops": np.bincount(lt, minlength=n_targets)[:n_targets].astype(np.int64),
+            "pair_offset_mean": _segment_mean(d, entry_target, n_targets),
+            "pair_offset_median": _segment_median(d, entry_target, n_targets),
+            "pair_consistent": _segment_mean(ok, entry_target, n_targets),
+            "pair_fb_consistent": _segment_mean(fb_ok, all_target, n_targets),
+            "pair_match_score": _segment_mean(scores, all_target, n_targets)}
 
-    return ImageConsistency(
-        image_id=image_id, targets=targets, loops=pos,
-        entry_loop=entry_loop, entry_target=entry_target, entry_point=entry_point,
-        offset=d, closure=terms.closure, arrival=terms.arrival,
-        pair_loops=np.bincount(lt, minlength=n_t)[:n_t].astype(np.int64),
-        point_offset=point_offset, point_consistent=point_consistent, point_fb_offset=_split(fb, count_t),
-        pair_offset_mean=_segment_mean(d, entry_target, n_t),
-        pair_offset_median=_segment_median(d, entry_target, n_t),
-        pair_consistent=_segment_mean(ok, entry_target, n_t),
-        pair_fb_consistent=_segment_mean(fb_ok, all_target, n_t),
-        pair_match_score=_segment_mean(scores, all_target, n_t),
-        image_offset_mean=_mean(d), image_offset_median=_median(d), image_consistent=_mean(ok),
-        image_fb_consistent=_mean(fb_ok), image_match_score=_mean(scores),
-    )
+    # each image's slices: its targets, its points, its entries (contiguous, as images were concatenated)
+    entries = np.bincount(loop_image[entry_loop], minlength=len(image_ids))[:len(image_ids)]
+    entry_first = np.cumsum(entries) - entries
+    points = np.bincount(target_image, weights=count_t, minlength=len(image_ids))[:len(image_ids)].astype(np.int64)
+    point_first = np.cumsum(points) - points
+    out = []
+    for i, image_id in enumerate(image_ids):
+        t0, t1 = int(t_first[i]), int(t_first[i] + n_t[i])
+        e0, e1 = int(entry_first[i]), int(entry_first[i] + entries[i])
+        p0, p1 = int(point_first[i]), int(point_first[i] + points[i])
+        counts = count_t[t0:t1]
+        d_i, ok_i, fb_ok_i = d[e0:e1], ok[e0:e1], fb_ok[p0:p1]
+        out.append(ImageConsistency(
+            image_id=image_id, targets=targets[i], loops=draws[i],
+            entry_loop=entry_loop[e0:e1] - loop_first[i], entry_target=entry_target[e0:e1] - t0,
+            entry_point=entry_point[e0:e1], offset=d_i, closure=terms.closure[e0:e1], arrival=terms.arrival[e0:e1],
+            point_offset=_split(point_offset[p0:p1], counts), point_consistent=_split(point_consistent[p0:p1], counts),
+            point_fb_offset=_split(fb[p0:p1], counts),
+            **{name: values[t0:t1] for name, values in pair.items()},
+            image_offset_mean=_mean(d_i), image_offset_median=_median(d_i), image_consistent=_mean(ok_i),
+            image_fb_consistent=_mean(fb_ok_i), image_match_score=_mean(scores[p0:p1]),
+        ))
+    return out
