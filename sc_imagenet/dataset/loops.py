@@ -282,6 +282,7 @@ def _segment_median(values: np.ndarray, keys: np.ndarray, n: int) -> np.ndarray:
     counts = np.bincount(keys, minlength=n)[:n]
     # the keys' order by a stable radix sort when they fit in 16 bits: values keep their order within a key
     small = keys.astype(np.int16) if n <= np.iinfo(np.int16).max else keys
+    starts = np.cumsum(counts) - counts
     has = np.flatnonzero(counts)
     c = counts[has]
     widest = int(c.max())
@@ -291,7 +292,6 @@ def _segment_median(values: np.ndarray, keys: np.ndarray, n: int) -> np.ndarray:
         # beats sorting everything by value
         by_key = np.argsort(small, kind="stable")
         sorted_keys = keys[by_key]
-        starts = np.cumsum(counts) - counts
         table = np.full((n, widest), np.nan)
         table[sorted_keys, np.arange(len(values)) - starts[sorted_keys]] = values[by_key]
         table.sort(axis=1)
@@ -300,7 +300,6 @@ def _segment_median(values: np.ndarray, keys: np.ndarray, n: int) -> np.ndarray:
     # skewed keys: one sort by value, then a stable one by key (= np.lexsort((values, keys)), 4× faster)
     by_value = np.argsort(values, kind="stable")
     v = values[by_value[np.argsort(small[by_value], kind="stable")]]
-    starts = np.cumsum(counts) - counts
     out[has] = (v[starts[has] + (c - 1) // 2] + v[starts[has] + c // 2]) / 2
     return out
 
