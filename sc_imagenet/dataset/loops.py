@@ -331,6 +331,7 @@ class ImageConsistency:
 
     image_id: Hashable
     targets: list[Hashable]
+    target_edges: np.ndarray  # (T,) the bank's edge s → t of each target
     loops: np.ndarray  # (L, 2) the drawn (m, t), as indices into `targets`
     entry_loop: np.ndarray  # (N,) row of `loops`
     entry_target: np.ndarray  # (N,) index into `targets` (the loop's t)
@@ -445,7 +446,7 @@ def images_consistency(image_ids: Sequence[Hashable], others: Sequence[Sequence[
         counts = count_t[t0:t1]
         d_i, ok_i, fb_ok_i = d[e0:e1], ok[e0:e1], fb_ok[p0:p1]
         out.append(ImageConsistency(
-            image_id=image_id, targets=targets[i], loops=draws[i],
+            image_id=image_id, targets=targets[i], target_edges=e_st[t0:t1], loops=draws[i],
             entry_loop=entry_loop[e0:e1] - loop_first[i], entry_target=entry_target[e0:e1] - t0,
             entry_point=entry_point[e0:e1], offset=d_i, closure=terms.closure[e0:e1], arrival=terms.arrival[e0:e1],
             point_offset=_split(point_offset[p0:p1], counts), point_consistent=_split(point_consistent[p0:p1], counts),

@@ -288,7 +288,7 @@ IMAGES_PER_PASS = 32
 def _store_image(res: ImageConsistency, bank: EdgeBank, edge: dict[str, np.ndarray], point: dict[str, np.ndarray],
                  image: dict[str, list[float]]) -> None:
     """One source image's loop check into the category's per-edge, per-candidate and per-image columns."""
-    e = np.array([bank.edge(res.image_id, t) for t in res.targets], np.int64)
+    e = res.target_edges
     edge["loops"][e] = res.pair_loops
     for c in FLOAT_COLUMNS:
         edge[c][e] = getattr(res, c)
