@@ -116,7 +116,10 @@ class SelectStage(Stage):
         images = ranked_images(ctx.inputs["consistency"], s.rank_by, s.scope, s.fraction, ctx.cfg.seed)
         other = scope_keys(images, "global" if s.scope == "category" else "category")
         other_selected, _ = select_top(images["score"].to_numpy(), other, list(images["src_id"]), s.fraction)
-        by_id = images.set_index("src_id")
+        # each category's images alone: a lookup table of the whole build, built per category, made this
+        # stage quadratic in the build's size (pairs never leave their category)
+        by_category = {w: part.set_index("src_id") for w, part in images.groupby("wnid", sort=False)}
+        no_images = images.iloc[:0].set_index("src_id")
         wnids = category_shards(ctx.inputs["consistency"])
         # the split needs every group's kept pairs first (a val split of groups whose pairs were all dropped
         # would be empty): a first pass decides every category's pairs into a staging shard (split still
@@ -132,8 +135,9 @@ class SelectStage(Stage):
             else:
                 stage_path = shard_path(staging, wnid)
                 if not shard_is_current(stage_path, ctx.fingerprint):  # else: an interrupted run's, reused
-                    rows = select_pairs(category_edges(ctx.inputs, wnid), by_id, set(), s.rank_by, s.keypoints,
-                                        s.pairs_per_image, threshold, ctx.cfg.seed, s.point_order)
+                    rows = select_pairs(category_edges(ctx.inputs, wnid), by_category.get(wnid, no_images), set(),
+                                        s.rank_by, s.keypoints, s.pairs_per_image, threshold, ctx.cfg.seed,
+                                        s.point_order)
                     with ShardWriter(stage_path, SCHEMA, ctx.fingerprint, self.schema_version) as writer:
                         writer.write_many(rows)
                 decided = read_shard(stage_path, columns=["group", "keep"])
@@ -295,7 +299,9 @@ def point_order_values(edge: Any, rank_by: str, seed: int) -> tuple[np.ndarray, 
 def select_pairs(edges: pd.DataFrame, images: pd.DataFrame, val: set[tuple[str, int]], rank_by: str,
                  keypoints: int, pairs_per_image: int, threshold: float, seed: int,
                  point_order: str = "score") -> list[dict[str, Any]]:
-    """One output row per edge of the category, with its decision and, if kept, its final keypoints."""
+    """One output row per edge of the category, with its decision and, if kept, its final keypoints.
+    `images`: `ranked_images` rows indexed by `src_id`, the category's alone (other rows only cost time; a
+    target without a row is not selected)."""
     # plain dicts and lists: a pandas scalar lookup or row iterator per edge was most of this stage's time
     selected = dict(zip(images.index, images["selected"].astype(bool).tolist(), strict=True))
     score = dict(zip(images.index, images["score"].astype(float).tolist(), strict=True))
