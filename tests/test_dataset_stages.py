@@ -19,9 +19,10 @@ from sc_imagenet.config import load_config
 from sc_imagenet.dataset.scimagenet import read_release
 from sc_imagenet.dataset.selection import top_count
 from sc_imagenet.io.manifest import read_manifest, read_stage_record
+from sc_imagenet.stages import select as select_stage
 from sc_imagenet.stages.export import ExportFigures
 from sc_imagenet.stages.label import LabelFigures
-from sc_imagenet.stages.select import SelectFigures
+from sc_imagenet.stages.select import SelectFigures, select_pairs
 
 DATASET = {"label": {"group_size": 5, "candidates": 12, "nms_cells": 0},
            "consistency": {"loops": 8, "threshold": 0.3},
@@ -121,12 +122,22 @@ def test_release_reads_back_like_the_loaders(dataset_build: dict) -> None:
         assert p.src_imsize == (row.src_width, row.src_height)
 
 
-def test_select_is_deterministic(dataset_build: dict, tmp_path: Path) -> None:
+def test_select_is_deterministic(dataset_build: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same rows again; and each category is decided against its own images alone (a table of the whole
+    build's images per category made the stage quadratic in the build's size)."""
     plan = dataset_build["plan"]
     out = tmp_path / "again"
     shutil.copytree(plan.out_dir, out, ignore=shutil.ignore_patterns("select", "pairs", "export"))
     again = plan_build(load_config(dataset_build["profile"], DATASET), "tiny", out, stages=["select"])
+    seen: list[tuple[set[str], set[str]]] = []
+
+    def recording(edges: pd.DataFrame, images: pd.DataFrame, *args: object, **kwargs: object) -> list:
+        seen.append((set(edges["wnid"]), set(images["wnid"])))
+        return select_pairs(edges, images, *args, **kwargs)
+
+    monkeypatch.setattr(select_stage, "select_pairs", recording)
     run_build_locally(again, log=lambda m: None, progress=False)
+    assert len(seen) >= 2 and all(len(e) == 1 and i == e for e, i in seen), seen
     cols = ["src_id", "trg_id", "keep", "reason", "split", "src_kps", "trg_kps"]
     a = read_manifest(plan.stage_dir("select")).to_pandas()[cols]
     b = read_manifest(again.stage_dir("select")).to_pandas()[cols]
