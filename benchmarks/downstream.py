@@ -99,7 +99,7 @@ from sc_imagenet.matcher.predictor import Matcher
 from sc_imagenet.matcher.pretrain import pretrain, validate
 from sc_imagenet.matcher.settings import MatcherConfig, PretrainSettings
 from sc_imagenet.stages.export import ExportFigures
-from sc_imagenet.stages.select import category_edges, ranked_images, select_pairs
+from sc_imagenet.stages.select import category_edges, category_images, ranked_images, select_pairs
 from sc_imagenet.stages.train import TrainFigures, backbone_checkpoint
 from sc_imagenet.synth import generate_dataset, is_complete
 from sc_imagenet.synth.groundtruth import true_correspondence
@@ -219,18 +219,18 @@ def selection_variants(plan: BuildPlan) -> VariantSet:
     """Every variant's kept trn rows, category by category (one category's edges in memory)."""
     cfg, s = plan.cfg, plan.cfg.select
     inputs = {n: plan.stage_dir(n) for n in ("consistency", "label", "single_instance")}
-    images = {r: ranked_images(inputs["consistency"], r, s.scope, s.fraction, cfg.seed).set_index("src_id")
-              for r in SELECTIONS}
-    everyone = images["score"].assign(selected=True)  # `none`: no image is left out
+    images = {r: ranked_images(inputs["consistency"], r, s.scope, s.fraction, cfg.seed) for r in SELECTIONS}
+    everyone = category_images(images["score"].assign(selected=True))  # `none`: no image is left out
+    images_of = {r: category_images(table) for r, table in images.items()}
     wnids = category_shards(inputs["consistency"])
     groups = trn_groups(plan.stage_dir("select"), wnids)
     out = VariantSet({v: [] for v in (*SELECTIONS, "none")})
     for wnid in wnids:
         edges = category_edges(inputs, wnid)
         edges = edges[[(wnid, int(g)) in groups for g in edges["group"]]]
-        runs = {r: (images[r], r, s.pairs_per_image) for r in SELECTIONS}
+        runs = {r: (images_of[r](wnid), r, s.pairs_per_image) for r in SELECTIONS}
         # `none`: the top-k in label (confidence) order of every edge with k candidates, all pairs of an image
-        runs["none"] = (everyone, "score", len(edges) + 1)
+        runs["none"] = (everyone(wnid), "score", len(edges) + 1)
         for name, (table, rank_by, per_image) in runs.items():
             rows = select_pairs(edges, table, set(), rank_by, s.keypoints, per_image, s.point_threshold, cfg.seed,
                                 s.point_order)

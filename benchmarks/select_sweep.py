@@ -16,7 +16,7 @@ import pandas as pd
 from sc_imagenet.config import read_resolved_config
 from sc_imagenet.dataset.quality import TruthOracle, evaluate_dataset
 from sc_imagenet.io.manifest import category_shards
-from sc_imagenet.stages.select import category_edges, ranked_images, select_pairs
+from sc_imagenet.stages.select import category_edges, category_images, ranked_images, select_pairs
 
 
 def main() -> None:
@@ -38,10 +38,10 @@ def main() -> None:
     rows = []
     for rank_by in args.rank_by:
         images = ranked_images(inputs["consistency"], rank_by, "category", s.fraction, cfg.seed)
-        by_id = images.set_index("src_id")
+        images_of = category_images(images)
         for keypoints, threshold, order in itertools.product(args.keypoints, args.thresholds, args.point_order):
             chosen = pd.DataFrame([r for w in wnids for r in select_pairs(
-                edges[edges["wnid"] == w], by_id, set(), rank_by, keypoints, s.pairs_per_image, threshold,
+                edges[edges["wnid"] == w], images_of(w), set(), rank_by, keypoints, s.pairs_per_image, threshold,
                 cfg.seed, order)])
             q = evaluate_dataset(oracle, edges, images, chosen, s.fraction, keypoints, threshold, cfg.seed, order)
             ex, top = q["exported"], q["exported_pairs_unfiltered_topk"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,10 +117,7 @@ class SelectStage(Stage):
         images = ranked_images(ctx.inputs["consistency"], s.rank_by, s.scope, s.fraction, ctx.cfg.seed)
         other = scope_keys(images, "global" if s.scope == "category" else "category")
         other_selected, _ = select_top(images["score"].to_numpy(), other, list(images["src_id"]), s.fraction)
-        # each category's images alone: a lookup table of the whole build, built per category, made this
-        # stage quadratic in the build's size (pairs never leave their category)
-        by_category = {w: part.set_index("src_id") for w, part in images.groupby("wnid", sort=False)}
-        no_images = images.iloc[:0].set_index("src_id")
+        images_of = category_images(images)
         wnids = category_shards(ctx.inputs["consistency"])
         # the split needs every group's kept pairs first (a val split of groups whose pairs were all dropped
         # would be empty): a first pass decides every category's pairs into a staging shard (split still
@@ -135,7 +133,7 @@ class SelectStage(Stage):
             else:
                 stage_path = shard_path(staging, wnid)
                 if not shard_is_current(stage_path, ctx.fingerprint):  # else: an interrupted run's, reused
-                    rows = select_pairs(category_edges(ctx.inputs, wnid), by_category.get(wnid, no_images), set(),
+                    rows = select_pairs(category_edges(ctx.inputs, wnid), images_of(wnid), set(),
                                         s.rank_by, s.keypoints, s.pairs_per_image, threshold, ctx.cfg.seed,
                                         s.point_order)
                     with ShardWriter(stage_path, SCHEMA, ctx.fingerprint, self.schema_version) as writer:
@@ -267,6 +265,15 @@ def ranked_images(consistency_dir: Path, rank_by: str, scope: str, fraction: flo
     images["selected"], images["rank"] = select_top(images["score"].to_numpy(), scope_keys(images, scope),
                                                     list(images["src_id"]), fraction)
     return images
+
+
+def category_images(images: pd.DataFrame) -> Callable[[str], pd.DataFrame]:
+    """`select_pairs`' image table of each category: `images` (rows of `ranked_images`) split by `wnid` once, each
+    part indexed by `src_id`; an empty table for a category without images. Pairs never leave their category,
+    and a table of the whole build's images per category would make selection quadratic in the build's size."""
+    parts = {w: part.set_index("src_id") for w, part in images.groupby("wnid", sort=False)}
+    empty = images.iloc[:0].set_index("src_id")
+    return lambda wnid: parts.get(wnid, empty)
 
 
 def category_edges(inputs: dict[str, Path], wnid: str) -> pd.DataFrame:
